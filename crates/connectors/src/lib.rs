@@ -6,5 +6,23 @@
 pub mod sink;
 pub mod source;
 
+/// Shared HTTP client: TLS, timeouts, retries with backoff, Retry-After, rate limits, secrets.
+pub mod http;
+
+// Sources
+pub mod misp;
+pub mod stix_file;
+pub mod text_file;
+
+// Sinks
+pub mod apex_central;
+pub mod deep_security;
+pub mod edl;
+
+// Triage: alert source, enrichers, Vision One sink and actions
+pub mod intezer;
+pub mod virustotal;
+pub mod vision_one;
+
 pub use sink::{ItemOutcome, Sink, SinkError, SinkStyle};
 pub use source::{ObservationBatches, ReadSummary, Source, SourceError};

@@ -1,0 +1,1 @@
+//! deep_security connector (in progress)

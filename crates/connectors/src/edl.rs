@@ -1,0 +1,1 @@
+//! edl connector (in progress)

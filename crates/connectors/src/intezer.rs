@@ -1,0 +1,1 @@
+//! intezer connector (in progress)

@@ -1,0 +1,1 @@
+//! misp connector (in progress)

@@ -1,0 +1,1 @@
+//! stix_file connector (in progress)

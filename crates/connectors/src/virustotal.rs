@@ -1,0 +1,1 @@
+//! virustotal connector (in progress)

@@ -1,0 +1,1 @@
+//! vision_one connector (in progress)

@@ -1,0 +1,1 @@
+//! apex_central simulator (in progress)

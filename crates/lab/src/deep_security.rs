@@ -1,0 +1,1 @@
+//! deep_security simulator (in progress)

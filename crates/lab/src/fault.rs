@@ -1,0 +1,1 @@
+//! fault simulator (in progress)

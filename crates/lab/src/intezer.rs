@@ -1,0 +1,1 @@
+//! intezer simulator (in progress)

@@ -1,0 +1,1 @@
+//! misp simulator (in progress)

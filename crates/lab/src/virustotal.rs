@@ -1,0 +1,1 @@
+//! virustotal simulator (in progress)

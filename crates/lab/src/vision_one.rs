@@ -1,0 +1,1 @@
+//! vision_one simulator (in progress)
