@@ -1,1 +1,0 @@
-//! misp connector (in progress)
