@@ -1,0 +1,402 @@
+//! The TOML configuration: raw file → validated [`Config`] in one place.
+//!
+//! Every path is resolved against the config file's folder, every kind list, duration and
+//! ratio is checked here, and nothing downstream re-validates. An unknown key or a bad value
+//! is an error naming the key and its line. Secrets are never written inline: only
+//! `{ env = "NAME" }` or `{ file = "PATH" }` references are accepted.
+
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use tibridge_core::policy::SinkPolicy;
+use tibridge_core::{IndicatorKind, Tlp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The raw file, exactly as written. `deny_unknown_fields` everywhere so a typo is an error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    filters: RawFilters,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+    #[serde(default, rename = "sink")]
+    sinks: Vec<RawSink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    /// SQLite file of the catalog, ledger and audit log.
+    #[serde(default = "default_store_path")]
+    path: PathBuf,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore { path: default_store_path() }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("tibridge.db")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilters {
+    /// Directory of MISP warninglists (`<name>/list.json` or `*.json`).
+    warninglists: Option<PathBuf>,
+    /// Text file of values never to block, one a line.
+    allowlist: Option<PathBuf>,
+    #[serde(default = "default_v4_prefix")]
+    max_cidr_prefix_v4: u8,
+    #[serde(default = "default_v6_prefix")]
+    max_cidr_prefix_v6: u8,
+}
+
+impl Default for RawFilters {
+    fn default() -> Self {
+        RawFilters { warninglists: None, allowlist: None, max_cidr_prefix_v4: 24, max_cidr_prefix_v6: 48 }
+    }
+}
+
+fn default_v4_prefix() -> u8 {
+    24
+}
+fn default_v6_prefix() -> u8 {
+    48
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawSource {
+    StixFile { id: String, path: PathBuf, max_age: Option<String> },
+    MispFile { id: String, path: PathBuf, max_age: Option<String> },
+    TextFile { id: String, path: PathBuf, max_age: Option<String> },
+}
+
+/// Policy keys every sink accepts.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    kinds: Option<Vec<String>>,
+    min_confidence: Option<u8>,
+    max_tlp: Option<String>,
+    require_to_ids: Option<bool>,
+    #[serde(default)]
+    include_tags: Vec<String>,
+    #[serde(default)]
+    exclude_tags: Vec<String>,
+    capacity: Option<usize>,
+    max_removal_ratio: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawSink {
+    Edl {
+        id: String,
+        dir: PathBuf,
+        #[serde(flatten)]
+        policy: RawPolicy,
+    },
+    StixFile {
+        id: String,
+        path: PathBuf,
+        #[serde(flatten)]
+        policy: RawPolicy,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    pub store_path: PathBuf,
+    pub filters: FiltersConfig,
+    pub sources: Vec<SourceConfig>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FiltersConfig {
+    pub warninglists: Option<PathBuf>,
+    pub allowlist: Option<PathBuf>,
+    pub max_cidr_prefix_v4: u8,
+    pub max_cidr_prefix_v6: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub id: String,
+    /// Observations older than this (seconds) are not used.
+    pub max_age: Option<i64>,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    StixFile { path: PathBuf },
+    MispFile { path: PathBuf },
+    TextFile { path: PathBuf },
+}
+
+impl SourceKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceKind::StixFile { .. } => "stix_file",
+            SourceKind::MispFile { .. } => "misp_file",
+            SourceKind::TextFile { .. } => "text_file",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub id: String,
+    pub policy: SinkPolicy,
+    /// Refuse a plan that removes more than this share of the sink's entries.
+    pub max_removal_ratio: f64,
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    Edl { dir: PathBuf },
+    StixFile { path: PathBuf },
+}
+
+impl SinkKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkKind::Edl { .. } => "edl",
+            SinkKind::StixFile { .. } => "stix_file",
+        }
+    }
+
+    /// The kinds a sink of this type can hold at all, used when `kinds` is not given.
+    fn supported_kinds(&self) -> Vec<IndicatorKind> {
+        match self {
+            SinkKind::Edl { .. } => vec![
+                IndicatorKind::Domain,
+                IndicatorKind::Url,
+                IndicatorKind::Ipv4,
+                IndicatorKind::Ipv6,
+                IndicatorKind::Ipv4Cidr,
+                IndicatorKind::Ipv6Cidr,
+            ],
+            SinkKind::StixFile { .. } => IndicatorKind::ALL.to_vec(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` names it in messages and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+
+        let filters = FiltersConfig {
+            warninglists: raw.filters.warninglists.as_deref().map(resolve),
+            allowlist: raw.filters.allowlist.as_deref().map(resolve),
+            max_cidr_prefix_v4: check_prefix("filters.max_cidr_prefix_v4", raw.filters.max_cidr_prefix_v4, 32).map_err(invalid)?,
+            max_cidr_prefix_v6: check_prefix("filters.max_cidr_prefix_v6", raw.filters.max_cidr_prefix_v6, 128).map_err(invalid)?,
+        };
+
+        let mut ids = HashSet::new();
+        let mut sources = Vec::new();
+        for raw_source in raw.sources {
+            let (id, max_age, kind) = match raw_source {
+                RawSource::StixFile { id, path, max_age } => (id, max_age, SourceKind::StixFile { path: resolve(&path) }),
+                RawSource::MispFile { id, path, max_age } => (id, max_age, SourceKind::MispFile { path: resolve(&path) }),
+                RawSource::TextFile { id, path, max_age } => (id, max_age, SourceKind::TextFile { path: resolve(&path) }),
+            };
+            check_id("source", &id, &mut ids).map_err(invalid)?;
+            let max_age = max_age
+                .map(|text| {
+                    tibridge_core::timestamp::parse_duration(&text)
+                        .ok_or_else(|| format!("source {id}: max_age {text:?} is not a duration like \"90d\", \"12h\" or \"30m\""))
+                })
+                .transpose()
+                .map_err(invalid)?;
+            sources.push(SourceConfig { id, max_age, kind });
+        }
+
+        let mut sink_ids = HashSet::new();
+        let mut sinks = Vec::new();
+        for raw_sink in raw.sinks {
+            let (id, policy, kind) = match raw_sink {
+                RawSink::Edl { id, dir, policy } => (id, policy, SinkKind::Edl { dir: resolve(&dir) }),
+                RawSink::StixFile { id, path, policy } => (id, policy, SinkKind::StixFile { path: resolve(&path) }),
+            };
+            check_id("sink", &id, &mut sink_ids).map_err(invalid)?;
+            let (policy, max_removal_ratio) = build_policy(&id, policy, &kind).map_err(invalid)?;
+            sinks.push(SinkConfig { id, policy, max_removal_ratio, kind });
+        }
+
+        Ok(Config { path: path.to_path_buf(), store_path: resolve(&raw.store.path), filters, sources, sinks })
+    }
+}
+
+fn check_prefix(key: &str, value: u8, max: u8) -> Result<u8, String> {
+    if value > max {
+        return Err(format!("{key} = {value}: a prefix length must be 0..={max}"));
+    }
+    Ok(value)
+}
+
+fn check_id(what: &str, id: &str, seen: &mut HashSet<String>) -> Result<(), String> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(format!("{what} id {id:?} must be letters, digits, '-', '_' or '.'"));
+    }
+    if !seen.insert(id.to_string()) {
+        return Err(format!("{what} id {id:?} is used twice"));
+    }
+    Ok(())
+}
+
+fn build_policy(id: &str, raw: RawPolicy, kind: &SinkKind) -> Result<(SinkPolicy, f64), String> {
+    let supported = kind.supported_kinds();
+    let kinds: BTreeSet<IndicatorKind> = match raw.kinds {
+        None => supported.iter().copied().collect(),
+        Some(names) => {
+            let mut kinds = BTreeSet::new();
+            for name in names {
+                let k: IndicatorKind = name.parse().map_err(|e| format!("sink {id}: kinds: {e}"))?;
+                if !supported.contains(&k) {
+                    return Err(format!("sink {id}: a {} sink cannot hold {k}", kind.name()));
+                }
+                kinds.insert(k);
+                // A firewall list of IPs takes networks of the same family too.
+                if matches!(kind, SinkKind::Edl { .. }) {
+                    match k {
+                        IndicatorKind::Ipv4 => {
+                            kinds.insert(IndicatorKind::Ipv4Cidr);
+                        }
+                        IndicatorKind::Ipv6 => {
+                            kinds.insert(IndicatorKind::Ipv6Cidr);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            kinds
+        }
+    };
+    let max_tlp = match raw.max_tlp {
+        None => Some(Tlp::Amber),
+        Some(name) if name.eq_ignore_ascii_case("any") => None,
+        Some(name) => Some(Tlp::from_name(&name).ok_or_else(|| {
+            format!("sink {id}: max_tlp {name:?} is not one of clear, white, green, amber, amber+strict, red, any")
+        })?),
+    };
+    if let Some(c) = raw.min_confidence {
+        if c > 100 {
+            return Err(format!("sink {id}: min_confidence {c} must be 0..=100"));
+        }
+    }
+    let ratio = raw.max_removal_ratio.unwrap_or(0.2);
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(format!("sink {id}: max_removal_ratio {ratio} must be between 0 and 1"));
+    }
+    if raw.capacity == Some(0) {
+        return Err(format!("sink {id}: capacity must be at least 1"));
+    }
+    let policy = SinkPolicy {
+        kinds,
+        min_confidence: raw.min_confidence,
+        max_tlp,
+        require_to_ids: raw.require_to_ids.unwrap_or(true),
+        include_tags: raw.include_tags,
+        exclude_tags: raw.exclude_tags,
+        capacity: raw.capacity,
+    };
+    Ok((policy, ratio))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[store]
+path = "tibridge.db"
+
+[filters]
+warninglists = "warninglists"
+allowlist = "allowlist.txt"
+
+[[source]]
+id = "report"
+kind = "stix_file"
+path = "feeds/report.json"
+
+[[source]]
+id = "misp-export"
+kind = "misp_file"
+path = "feeds/misp"
+max_age = "90d"
+
+[[sink]]
+id = "firewall"
+kind = "edl"
+dir = "out/edl"
+kinds = ["domain", "url", "ipv4", "ipv6"]
+max_removal_ratio = 0.2
+
+[[sink]]
+id = "share"
+kind = "stix_file"
+path = "out/tibridge.stix.json"
+max_tlp = "green"
+"#;
+
+    #[test]
+    fn the_documented_example_loads_with_paths_resolved() {
+        let config = Config::parse(EXAMPLE, Path::new("/etc/tibridge/tibridge.toml")).unwrap();
+        assert_eq!(config.store_path, Path::new("/etc/tibridge/tibridge.db"));
+        assert_eq!(config.sources.len(), 2);
+        assert_eq!(config.sources[1].max_age, Some(90 * 86_400));
+        assert!(config.sinks[0].policy.kinds.contains(&IndicatorKind::Ipv4Cidr));
+        assert_eq!(config.sinks[1].policy.max_tlp, Some(Tlp::Green));
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_key_and_line() {
+        let text = EXAMPLE.replace("path = \"feeds/report.json\"", "pth = \"feeds/report.json\"");
+        let message = Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(message.contains("pth"), "{message}");
+        assert!(message.contains("line"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let text = EXAMPLE.replace("max_age = \"90d\"", "max_age = \"ninety\"");
+        assert!(Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string().contains("max_age"));
+        let text = EXAMPLE.replace("\"ipv6\"]", "\"sha1\"]");
+        assert!(Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string().contains("cannot hold sha1"));
+        let text = EXAMPLE.replace("max_removal_ratio = 0.2", "max_removal_ratio = 2.0");
+        assert!(Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string().contains("max_removal_ratio"));
+        let text = EXAMPLE.replace("id = \"share\"", "id = \"firewall\"");
+        assert!(Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string().contains("used twice"));
+    }
+}
