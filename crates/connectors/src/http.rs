@@ -314,6 +314,57 @@ impl RateLimiter {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Config
+
+/// The HTTP settings every HTTP connector accepts, as a `[sink.http]` / `[source.http]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpOptions {
+    /// PEM file of CA certificates to trust for this target (a private PKI), besides the
+    /// built-in roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Turns TLS certificate verification off. Logged loudly; prefer `ca_bundle`.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Seconds one attempt may take, reply included (default 60).
+    pub timeout_secs: Option<u64>,
+    /// Seconds to establish a connection (default 10).
+    pub connect_timeout_secs: Option<u64>,
+    /// Most requests a minute to this target; unset means the connector's own default.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Attempts per call, the first included (default 5).
+    pub max_attempts: Option<u32>,
+}
+
+impl HttpOptions {
+    /// A builder with these options applied; `default_per_minute` is the connector's own
+    /// rate limit when the config sets none (the vendor's documented limit, if any).
+    pub fn builder(
+        &self,
+        target: impl Into<String>,
+        default_per_minute: Option<u32>,
+    ) -> HttpClientBuilder {
+        let mut builder = HttpClientBuilder::new(target)
+            .ca_bundle(self.ca_bundle.clone())
+            .insecure_skip_verify(self.insecure_skip_verify);
+        if let Some(secs) = self.timeout_secs {
+            builder = builder.request_timeout(Duration::from_secs(secs.max(1)));
+        }
+        if let Some(secs) = self.connect_timeout_secs {
+            builder = builder.connect_timeout(Duration::from_secs(secs.max(1)));
+        }
+        if let Some(attempts) = self.max_attempts {
+            builder = builder.retry(RetryPolicy {
+                max_attempts: attempts.max(1),
+                ..RetryPolicy::default()
+            });
+        }
+        let per_minute = self.rate_limit_per_minute.or(default_per_minute);
+        builder.rate_limit(per_minute, per_minute.map_or(1, |n| (n / 12).max(1)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Client
 
 /// Builds an [`HttpClient`] for one target (a configured sink or source).
@@ -457,7 +508,8 @@ impl HttpReply {
     }
 }
 
-fn excerpt(body: &[u8]) -> String {
+/// A short, printable, cut excerpt of a reply body for error messages.
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     let mut end = text.len().min(300);
