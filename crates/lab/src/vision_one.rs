@@ -1,1 +1,0 @@
-//! vision_one simulator (in progress)
