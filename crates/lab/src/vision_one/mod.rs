@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -866,13 +867,31 @@ async fn gate(State(state): State<Arc<VisionOneState>>, req: Request, next: Next
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
+    // Past this, stop reading and answer at once; below it, read the whole oversized body
+    // first so the client has finished sending and reliably sees the 413.
+    let drain_limit = max.saturating_mul(16);
+    if declared.is_some_and(|n| n > drain_limit as u64) {
         return too_large();
     }
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let mut total: usize = 0;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return bad_request("The request body could not be read");
+        };
+        total = total.saturating_add(chunk.len());
+        if total > drain_limit {
+            break;
+        }
+        if total <= max {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    if total > max {
         return too_large();
-    };
+    }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }
