@@ -81,8 +81,8 @@ impl Sink for EdlSink {
     }
 
     fn describe(&self) -> String {
-        let mut names: Vec<&str> = self.kinds.iter().map(|k| file_name(*k)).collect();
-        names.dedup();
+        let names: std::collections::BTreeSet<&str> = self.kinds.iter().map(|k| file_name(*k)).collect();
+        let names: Vec<&str> = names.into_iter().collect();
         format!("external dynamic lists in {} ({})", self.dir.display(), names.join(", "))
     }
 
