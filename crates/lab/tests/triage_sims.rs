@@ -859,10 +859,10 @@ async fn vendor_sdks_accept_the_simulators() {
 
     let v1_state = Arc::new(VisionOneState::new(VisionOneConfig::default()));
     let now = OffsetDateTime::now_utc();
-    for i in 0..3 {
+    for i in 0..60 {
         let d = OatDetection::c2_url(
             &format!("sdk-{i}"),
-            now - time::Duration::minutes(i),
+            now - time::Duration::seconds(i * 30),
             "high",
             "ws-01",
             "http://c2.example/gate",
@@ -872,6 +872,20 @@ async fn vendor_sdks_accept_the_simulators() {
     let mut exec = OatDetection::c2_url("sdk-exec", now, "high", "ws-02", "http://x.example/");
     exec.filters[0].mitre_tactic_ids = vec!["TA0002".into()];
     v1_state.seed_detection(exec);
+    v1_state.seed_alert(WorkbenchAlert::sae(
+        "WB-LAB-1",
+        "critical",
+        now - time::Duration::minutes(10),
+        "ws-01",
+        &[("domain", "c2.example"), ("url", "http://c2.example/gate")],
+    ));
+    v1_state.seed_alert(WorkbenchAlert::sae(
+        "WB-LAB-2",
+        "low",
+        now,
+        "ws-02",
+        &[("ip", "198.51.100.9")],
+    ));
     let v1_base = spawn(vision_one::router(v1_state.clone())).await;
 
     let vt_state = Arc::new(VirusTotalState::new(VirusTotalConfig::default()));
@@ -908,7 +922,14 @@ async fn vendor_sdks_accept_the_simulators() {
     );
     println!("{stdout}");
     // The SDKs really talked to us: the objects they added and removed left their trace.
-    assert!(v1_state.requests_served() >= 4);
+    assert!(
+        v1_state.suspicious_objects().is_empty(),
+        "pytmv1 removed what it added"
+    );
+    assert_eq!(
+        v1_state.alert("WB-LAB-1").map(|a| a.status),
+        Some("Closed".to_string())
+    );
     assert!(vt_state.requests_served() >= 2);
     assert!(iz_state.submissions() >= 1);
 }
