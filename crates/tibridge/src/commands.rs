@@ -20,6 +20,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
     let json = cli.json;
     let code = match cli.command {
         Command::Check => check(&engine, json),
+        Command::Collect => collect(&engine, json).await?,
         Command::Plan => plan(&engine, json).await?,
         Command::Sync { dry_run, force } => sync(&engine, json, dry_run, force).await?,
         Command::Status => status(&engine, json).await?,
@@ -133,6 +134,16 @@ fn plans_json(plans: &[SinkPlan]) -> serde_json::Value {
     serde_json::to_value(plans).unwrap_or_default()
 }
 
+async fn collect(engine: &Engine, json: bool) -> Result<u8, Failure> {
+    let reports = engine.collect(&Bars::new(json)).await?;
+    if json {
+        print_json(&json!({ "sources": reports }))?;
+    } else {
+        print_sources(&reports);
+    }
+    Ok(if reports.iter().any(|r| r.error.is_some()) { exit::RUNTIME } else { exit::OK })
+}
+
 async fn plan(engine: &Engine, json: bool) -> Result<u8, Failure> {
     let bars = Bars::new(json);
     let (reports, plans) = collect_and_plan(engine, &bars).await?;
@@ -151,7 +162,10 @@ async fn sync(engine: &Engine, json: bool, dry_run: bool, force: bool) -> Result
     let (reports, plans) = collect_and_plan(engine, &bars).await?;
     let applied = engine.apply(&plans, force, dry_run, &bars).await?;
     let refused = !force && !dry_run && plans.iter().any(|p| p.refusal.is_some());
-    let failed = applied.iter().any(|r| r.outcome.starts_with("failed") || r.outcome.starts_with("incomplete"));
+    // A source that could not be read, or a sink that did not take everything, is a
+    // failure worth an alert from cron, even though everything else was applied.
+    let failed = reports.iter().any(|r| r.error.is_some())
+        || applied.iter().any(|r| r.outcome.starts_with("failed") || r.outcome.starts_with("incomplete"));
     if json {
         print_json(&json!({ "sources": reports, "plans": plans_json(&plans), "applied": applied, "dry_run": dry_run }))?;
     } else {

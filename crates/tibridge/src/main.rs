@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Validate the configuration and say what each source and sink would do.
     Check,
+    /// Read every source into the catalog, and nothing else.
+    Collect,
     /// Read the sources and show what a sync would change, without changing anything.
     Plan,
     /// Read the sources and bring every sink to its desired state.
