@@ -6,8 +6,10 @@
 //! the channel.
 
 use super::convert::{attribute_observations, EventContext};
+use super::filter::AttributeFilter;
 use super::model::{Attribute, Event, Item};
 use crate::source::{ObservationBatches, BATCH_SIZE};
+use std::sync::Arc;
 use tibridge_core::stix::SkippedItem;
 use tibridge_core::Observation;
 
@@ -15,8 +17,18 @@ use tibridge_core::Observation;
 /// feed of a million broken values cannot exhaust memory through its error list.
 pub const MAX_SKIPPED: usize = 1000;
 
-pub(crate) struct Collector<'s> {
-    source_id: &'s str,
+/// What to do with an attribute the source's filter does not keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Leave it out (a complete read: not seeing it retires it anyway).
+    Drop,
+    /// Report it as withdrawn (an incremental read: it may have matched before).
+    Retract,
+}
+
+pub(crate) struct Collector {
+    source_id: Arc<str>,
+    filter: Option<(Arc<AttributeFilter>, Unmatched)>,
     out: ObservationBatches,
     batch: Vec<Observation>,
     skipped: Vec<SkippedItem>,
@@ -29,10 +41,11 @@ pub(crate) struct Collector<'s> {
     pub cancelled: bool,
 }
 
-impl<'s> Collector<'s> {
-    pub fn new(source_id: &'s str, out: ObservationBatches) -> Self {
+impl Collector {
+    pub fn new(source_id: &str, out: ObservationBatches) -> Self {
         Collector {
-            source_id,
+            source_id: Arc::from(source_id),
+            filter: None,
             out,
             batch: Vec::with_capacity(BATCH_SIZE),
             skipped: Vec::new(),
@@ -41,6 +54,11 @@ impl<'s> Collector<'s> {
             max_timestamp: None,
             cancelled: false,
         }
+    }
+
+    /// Applies `filter` to every attribute from now on.
+    pub fn set_filter(&mut self, filter: Option<Arc<AttributeFilter>>, unmatched: Unmatched) {
+        self.filter = filter.filter(|f| !f.is_empty()).map(|f| (f, unmatched));
     }
 
     pub fn item(&mut self, item: Item<'_>) {
@@ -55,8 +73,9 @@ impl<'s> Collector<'s> {
         if self.cancelled {
             return;
         }
+        let source_id = Arc::clone(&self.source_id);
         let ctx = EventContext {
-            source_id: self.source_id,
+            source_id: &source_id,
             event_uuid: event.uuid.as_deref(),
             event_info: event.info.as_deref(),
             event_tags: &event.tags,
@@ -77,8 +96,9 @@ impl<'s> Collector<'s> {
             return;
         }
         let event = attribute.event.as_ref();
+        let source_id = Arc::clone(&self.source_id);
         let ctx = EventContext {
-            source_id: self.source_id,
+            source_id: &source_id,
             event_uuid: event
                 .and_then(|e| e.uuid.as_deref())
                 .or(attribute.event_uuid.as_deref()),
@@ -100,13 +120,36 @@ impl<'s> Collector<'s> {
         if let Some(ts) = attribute.timestamp {
             self.max_timestamp = Some(self.max_timestamp.map_or(ts, |m| m.max(ts)));
         }
-        attribute_observations(
-            ctx,
-            attribute,
-            object_deleted,
-            &mut self.batch,
-            &mut self.skipped,
-        );
+        let deleted = attribute.deleted || object_deleted;
+        let verdict = match &self.filter {
+            Some((filter, unmatched)) if !deleted && !filter.keeps(attribute, ctx.event_tags) => {
+                Some(*unmatched)
+            }
+            _ => None,
+        };
+        match verdict {
+            Some(Unmatched::Drop) => {}
+            Some(Unmatched::Retract) => {
+                let start = self.batch.len();
+                attribute_observations(
+                    ctx,
+                    attribute,
+                    object_deleted,
+                    &mut self.batch,
+                    &mut self.skipped,
+                );
+                for observation in self.batch.get_mut(start..).into_iter().flatten() {
+                    observation.deleted = true;
+                }
+            }
+            None => attribute_observations(
+                ctx,
+                attribute,
+                object_deleted,
+                &mut self.batch,
+                &mut self.skipped,
+            ),
+        }
         self.cap_skipped();
         if self.batch.len() >= BATCH_SIZE {
             self.flush();

@@ -115,7 +115,7 @@ fn read_path(
 }
 
 /// Parses one file, feeding the collector as it goes; `Err` says why the file is unusable.
-fn read_one_file(path: &Path, collector: &mut Collector<'_>) -> Result<(), String> {
+fn read_one_file(path: &Path, collector: &mut Collector) -> Result<(), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse_document(&bytes, &mut |item| collector.item(item))
         .map_err(|e| format!("{} is not valid MISP JSON: {e}", path.display()))

@@ -1,18 +1,25 @@
 //! MISP: the JSON model, attribute → observation conversion, and the sources that read MISP
-//! data (a local file or feed directory; later the REST API and HTTP feeds).
+//! data: a local file or feed directory (`misp_file`), the REST API (`misp`) and a feed over
+//! HTTP (`misp_feed`).
 //!
-//! A MISP source only says what MISP says: it never filters by policy (to_ids, TLP, age are
-//! the engine's job) and never invents a deletion it did not read.
+//! A MISP source only says what MISP says: policy (minimum confidence, TLP, age) is the
+//! engine's job. The only filters here are the ones a source is configured with, applied
+//! client-side so an attribute that stops matching is reported as withdrawn; a source never
+//! invents a deletion MISP did not state or imply.
 
 pub mod collect;
 pub mod convert;
 pub mod file;
+pub mod filter;
 pub mod model;
+pub mod rest;
 
 pub use convert::{
     attribute_observations, confidence_from_tags, EventContext, CONFIDENCE_PREDICATE,
 };
 pub use file::MispFileSource;
+pub use filter::AttributeFilter;
 pub use model::{
     parse_document, Attribute, Event, EventWrapper, Item, ManifestEntry, MispObject, Tag,
 };
+pub use rest::{MispCursor, MispRestConfig, MispSource};

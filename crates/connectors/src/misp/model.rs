@@ -194,6 +194,7 @@ pub struct ManifestEntry<'a> {
 /// One item of a MISP document, handed out as soon as it is parsed so a large document never
 /// has to exist as a whole in memory.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // handed over once by value; boxing would cost an allocation per attribute
 pub enum Item<'a> {
     Event(Event<'a>),
     /// A flattened attribute from an attributes restSearch reply.
