@@ -647,6 +647,53 @@ async fn v1_suspicious_objects_add_list_delete_with_per_item_answers_and_the_cap
 }
 
 #[tokio::test]
+async fn v1_default_cap_of_10000_per_type_is_reached_with_batches_under_one_megabyte() {
+    let (s, base) = v1(VisionOneConfig::default()).await;
+    let so = format!("{base}/v3.0/threatintel/suspiciousObjects");
+    let started = std::time::Instant::now();
+    for batch in 0..10 {
+        let items: Vec<Value> = (0..1000)
+            .map(|i| {
+                json!({"domain": format!("d{batch}-{i}.example"), "scanAction": "block",
+                            "riskLevel": "high", "daysToExpiration": 30})
+            })
+            .collect();
+        let (st, body) = v1_post(&so, &Value::Array(items)).await;
+        assert_eq!(st, 207);
+        assert!(
+            body.as_array().unwrap().iter().all(|i| i["status"] == 201),
+            "batch {batch}"
+        );
+    }
+    let elapsed = started.elapsed();
+    let (_, body) = v1_post(
+        &so,
+        &json!([{"domain": "one-too-many.example"}, {"ip": "192.0.2.1"}]),
+    )
+    .await;
+    assert_eq!(body[0]["status"], 400);
+    assert_eq!(
+        body[0]["body"]["error"]["message"],
+        "The number of objects exceeds the maximum limit"
+    );
+    assert_eq!(body[1]["status"], 201, "the cap is per type");
+    assert_eq!(s.suspicious_objects().len(), 10_001);
+    // Paging the full list: 200 per page, 51 pages.
+    let mut pages = 0;
+    let mut count = 0;
+    let mut next = Some(format!("{so}?top=200"));
+    while let Some(url) = next {
+        let (st, page) = v1_get(&url, None).await;
+        assert_eq!(st, 200);
+        count += page["items"].as_array().unwrap().len();
+        pages += 1;
+        next = page["nextLink"].as_str().map(str::to_string);
+    }
+    assert_eq!((pages, count), (51, 10_001));
+    println!("10 batches of 1000 suspicious objects added in {elapsed:?}");
+}
+
+#[tokio::test]
 async fn v1_bodies_over_one_megabyte_are_413() {
     let (_s, base) = v1(VisionOneConfig::default()).await;
     let items: Vec<Value> = (0..40_000)

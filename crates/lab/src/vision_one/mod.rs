@@ -19,7 +19,7 @@
 
 pub mod filter;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -632,11 +632,57 @@ struct AlertRecord {
     notes: Vec<String>,
 }
 
+/// The Suspicious Object list, indexed so that a 10,000-per-type list stays cheap to update.
+#[derive(Default)]
+struct SoList {
+    by_key: BTreeMap<(SoType, String), SuspiciousObject>,
+    per_type: HashMap<SoType, usize>,
+}
+
+impl SoList {
+    fn get_mut(&mut self, kind: SoType, value: &str) -> Option<&mut SuspiciousObject> {
+        self.by_key.get_mut(&(kind, value.to_string()))
+    }
+
+    fn count(&self, kind: SoType) -> usize {
+        self.per_type.get(&kind).copied().unwrap_or(0)
+    }
+
+    fn upsert(&mut self, o: SuspiciousObject) {
+        if self
+            .by_key
+            .insert((o.kind, o.value.clone()), o.clone())
+            .is_none()
+        {
+            *self.per_type.entry(o.kind).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, kind: SoType, value: &str) -> bool {
+        let gone = self.by_key.remove(&(kind, value.to_string())).is_some();
+        if gone {
+            if let Some(n) = self.per_type.get_mut(&kind) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        gone
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &SuspiciousObject> {
+        self.by_key.values()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     detections: Vec<OatDetection>,
     alerts: Vec<AlertRecord>,
-    objects: Vec<SuspiciousObject>,
+    objects: SoList,
     reports: Vec<StoredReport>,
     sweeps: Vec<SweepTask>,
     seen: HashSet<String>,
@@ -709,10 +755,7 @@ impl VisionOneState {
     pub fn seed_suspicious_object(&self, kind: SoType, value: &str) {
         let now = OffsetDateTime::now_utc();
         let mut inner = self.lock();
-        inner
-            .objects
-            .retain(|o| !(o.kind == kind && o.value == value));
-        inner.objects.push(SuspiciousObject {
+        inner.objects.upsert(SuspiciousObject {
             kind,
             value: value.to_string(),
             description: String::new(),
@@ -728,7 +771,7 @@ impl VisionOneState {
 
     /// The Suspicious Object list as it stands.
     pub fn suspicious_objects(&self) -> Vec<SuspiciousObject> {
-        self.lock().objects.clone()
+        self.lock().objects.iter().cloned().collect()
     }
 
     pub fn reports(&self) -> Vec<StoredReport> {
@@ -1542,11 +1585,7 @@ fn add_one(
         Some(other) => return Err(format!("description must be a string, got {other}")),
     };
     let expires = (days > 0).then(|| now + time::Duration::days(days));
-    if let Some(existing) = inner
-        .objects
-        .iter_mut()
-        .find(|o| o.kind == kind && o.value == value)
-    {
+    if let Some(existing) = inner.objects.get_mut(kind, &value) {
         existing.description = description;
         existing.scan_action = scan_action;
         existing.risk_level = risk_level;
@@ -1554,10 +1593,10 @@ fn add_one(
         existing.expires = expires;
         return Ok(());
     }
-    if inner.objects.iter().filter(|o| o.kind == kind).count() >= cap {
+    if inner.objects.count(kind) >= cap {
         return Err("The number of objects exceeds the maximum limit".into());
     }
-    inner.objects.push(SuspiciousObject {
+    inner.objects.upsert(SuspiciousObject {
         kind,
         value,
         description,
@@ -1586,11 +1625,7 @@ async fn delete_objects(State(state): State<Arc<VisionOneState>>, body: Bytes) -
             match parsed {
                 Err(msg) => item_error(400, "BadRequest", &msg),
                 Ok((kind, value)) => {
-                    let before = inner.objects.len();
-                    inner
-                        .objects
-                        .retain(|o| !(o.kind == kind && o.value == value));
-                    if inner.objects.len() < before {
+                    if inner.objects.remove(kind, &value) {
                         json!({"status": 204})
                     } else {
                         item_error(
