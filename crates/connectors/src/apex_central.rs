@@ -30,12 +30,8 @@ pub const URL_MAX_CHARS: usize = 2047;
 /// Result code for "suspicious object list full" (§2.4).
 pub const RESULT_CAPACITY_FULL: i64 = -1101;
 /// The kinds Apex Central takes, in the order of [`udso_type`].
-pub const KINDS: [IndicatorKind; 4] = [
-    IndicatorKind::Sha1,
-    IndicatorKind::Ipv4,
-    IndicatorKind::Url,
-    IndicatorKind::Domain,
-];
+pub const KINDS: [IndicatorKind; 4] =
+    [IndicatorKind::Sha1, IndicatorKind::Ipv4, IndicatorKind::Url, IndicatorKind::Domain];
 /// Items per engine batch; each item is its own request (the API takes one object per call).
 pub const MAX_BATCH: usize = 100;
 
@@ -92,11 +88,7 @@ fn default_concurrency() -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum ApexConfigError {
     #[error("sink {sink_id}: base_url {url:?} is not an http(s) URL: {reason}")]
-    BaseUrl {
-        sink_id: String,
-        url: String,
-        reason: String,
-    },
+    BaseUrl { sink_id: String, url: String, reason: String },
     #[error("sink {sink_id}: api_key: {source}")]
     Secret {
         sink_id: String,
@@ -125,22 +117,10 @@ pub struct ApexCentralSink {
 impl ApexCentralSink {
     /// Resolves the secret and builds the client.
     pub fn from_config(id: String, config: &ApexCentralConfig) -> Result<Self, ApexConfigError> {
-        let api_key = config
-            .api_key
-            .resolve()
-            .map_err(|source| ApexConfigError::Secret {
-                sink_id: id.clone(),
-                source,
-            })?;
+        let api_key =
+            config.api_key.resolve().map_err(|source| ApexConfigError::Secret { sink_id: id.clone(), source })?;
         let client = config.http.builder(id.clone(), None).build()?;
-        Self::new(
-            id,
-            &config.base_url,
-            config.application_id.clone(),
-            api_key,
-            client,
-        )
-        .map(|s| {
+        Self::new(id, &config.base_url, config.application_id.clone(), api_key, client).map(|s| {
             s.with_scan_action(config.scan_action)
                 .with_expiry_days(config.expiry_days)
                 .with_concurrency(config.concurrency)
@@ -207,24 +187,14 @@ impl ApexCentralSink {
         let reply = self
             .client
             .send(what, |http| {
-                let token = jwt(
-                    &self.application_id,
-                    &self.api_key,
-                    method.as_str(),
-                    &url,
-                    &body,
-                    unix_now_f64(),
-                )?;
+                let token = jwt(&self.application_id, &self.api_key, method.as_str(), &url, &body, unix_now_f64())?;
                 let mut request = http
                     .request(method.clone(), url.clone())
                     .bearer_auth(token)
                     .header(reqwest::header::ACCEPT, "application/json");
                 if !body.is_empty() {
                     request = request
-                        .header(
-                            reqwest::header::CONTENT_TYPE,
-                            "application/json;charset=utf-8",
-                        )
+                        .header(reqwest::header::CONTENT_TYPE, "application/json;charset=utf-8")
                         .body(body.clone());
                 }
                 Ok(request)
@@ -244,14 +214,10 @@ impl ApexCentralSink {
             });
         };
         if let Err(reason) = check_content(&entry.indicator) {
-            return Ok(ItemOutcome::Failed {
-                reason,
-                retryable: false,
-            });
+            return Ok(ItemOutcome::Failed { reason, retryable: false });
         }
-        let expires = entry.expires_at.unwrap_or_else(|| {
-            tibridge_core::timestamp::now() + i64::from(self.expiry_days) * 86_400
-        });
+        let expires =
+            entry.expires_at.unwrap_or_else(|| tibridge_core::timestamp::now() + i64::from(self.expiry_days) * 86_400);
         let body = UdsoPut {
             param: UdsoParam {
                 kind: udso_type,
@@ -271,14 +237,7 @@ impl ApexCentralSink {
             what: "add UDSO".into(),
             reason,
         })?;
-        let answer = self
-            .call(
-                &format!("add UDSO {udso_type}"),
-                reqwest::Method::PUT,
-                url,
-                body,
-            )
-            .await?;
+        let answer = self.call(&format!("add UDSO {udso_type}"), reqwest::Method::PUT, url, body).await?;
         Ok(answer.outcome(&entry.indicator, "add"))
     }
 
@@ -291,16 +250,12 @@ impl ApexCentralSink {
         };
         let value = entry.indicator.value.as_str();
         let what = format!("remove UDSO {udso_type}");
-        let url = self
-            .udso_url(&[("type", udso_type), ("content", value)])
-            .map_err(|reason| HttpError::Request {
-                target: self.id.clone(),
-                what: what.clone(),
-                reason,
-            })?;
-        let answer = self
-            .call(&what, reqwest::Method::DELETE, url, Vec::new())
-            .await?;
+        let url = self.udso_url(&[("type", udso_type), ("content", value)]).map_err(|reason| HttpError::Request {
+            target: self.id.clone(),
+            what: what.clone(),
+            reason,
+        })?;
+        let answer = self.call(&what, reqwest::Method::DELETE, url, Vec::new()).await?;
         let outcome = answer.outcome(&entry.indicator, "remove");
         if matches!(outcome, ItemOutcome::Done { .. }) {
             return Ok(outcome);
@@ -318,14 +273,8 @@ impl ApexCentralSink {
         let what = format!("look up UDSO {udso_type}");
         let url = self
             .udso_url(&[("type", udso_type), ("contentFilter", value)])
-            .map_err(|reason| HttpError::Request {
-                target: self.id.clone(),
-                what: what.clone(),
-                reason,
-            })?;
-        let answer = self
-            .call(&what, reqwest::Method::GET, url, Vec::new())
-            .await?;
+            .map_err(|reason| HttpError::Request { target: self.id.clone(), what: what.clone(), reason })?;
+        let answer = self.call(&what, reqwest::Method::GET, url, Vec::new()).await?;
         if answer.result != Some(1) {
             return Err(HttpError::Status {
                 target: self.id.clone(),
@@ -336,22 +285,14 @@ impl ApexCentralSink {
             });
         }
         Ok(answer.data.iter().any(|o| {
-            o.content
-                .as_deref()
-                .is_some_and(|c| c.trim().eq_ignore_ascii_case(value))
-                && o.kind
-                    .as_deref()
-                    .map_or(true, |t| t.eq_ignore_ascii_case(udso_type))
+            o.content.as_deref().is_some_and(|c| c.trim().eq_ignore_ascii_case(value))
+                && !matches!(o.kind.as_deref(), Some(t) if !t.eq_ignore_ascii_case(udso_type))
         }))
     }
 }
 
 fn parse_base_url(sink_id: &str, raw: &str) -> Result<Url, ApexConfigError> {
-    let err = |reason: String| ApexConfigError::BaseUrl {
-        sink_id: sink_id.to_string(),
-        url: raw.to_string(),
-        reason,
-    };
+    let err = |reason: String| ApexConfigError::BaseUrl { sink_id: sink_id.to_string(), url: raw.to_string(), reason };
     let mut url = Url::parse(raw.trim()).map_err(|e| err(e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(err("scheme must be http or https with a host".into()));
@@ -382,11 +323,8 @@ pub fn udso_type(kind: IndicatorKind) -> Option<&'static str> {
 fn check_content(indicator: &Indicator) -> Result<(), String> {
     if indicator.kind == IndicatorKind::Url {
         let v = indicator.value.as_str();
-        let scheme_ok = v
-            .get(..7)
-            .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
-            || v.get(..8)
-                .is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+        let scheme_ok = v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+            || v.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("https://"));
         if !scheme_ok {
             return Err(format!(
                 "Apex Central takes only http:// or https:// URLs, not {}",
@@ -394,9 +332,7 @@ fn check_content(indicator: &Indicator) -> Result<(), String> {
             ));
         }
         if v.chars().count() > URL_MAX_CHARS {
-            return Err(format!(
-                "URL is longer than the {URL_MAX_CHARS} characters Apex Central accepts"
-            ));
+            return Err(format!("URL is longer than the {URL_MAX_CHARS} characters Apex Central accepts"));
         }
     }
     Ok(())
@@ -471,10 +407,7 @@ fn json_int(v: &serde_json::Value) -> Option<i64> {
 
 impl ApexAnswer {
     fn read(status: u16, body: &[u8]) -> Self {
-        let mut answer = ApexAnswer {
-            status,
-            ..ApexAnswer::default()
-        };
+        let mut answer = ApexAnswer { status, ..ApexAnswer::default() };
         let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
             answer.error_msg = format!("not an Apex JSON answer: {}", crate::http::excerpt(body));
             return answer;
@@ -489,25 +422,16 @@ impl ApexAnswer {
             };
         }
         if let Some(serde_json::Value::Array(items)) = envelope.data {
-            answer.data = items
-                .into_iter()
-                .filter_map(|v| serde_json::from_value(v).ok())
-                .collect();
+            answer.data = items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
         }
         answer
     }
 
     fn describe(&self) -> String {
         let code = self.error_code.or(self.result.filter(|r| *r != 1));
-        let meaning = code
-            .map(result_code_meaning)
-            .unwrap_or("no Meta in the reply");
+        let meaning = code.map(result_code_meaning).unwrap_or("no Meta in the reply");
         match code {
-            Some(code) => format!(
-                "HTTP {}, Apex code {code} ({meaning}){}",
-                self.status,
-                suffix(&self.error_msg)
-            ),
+            Some(code) => format!("HTTP {}, Apex code {code} ({meaning}){}", self.status, suffix(&self.error_msg)),
             None => format!("HTTP {}, {meaning}{}", self.status, suffix(&self.error_msg)),
         }
     }
@@ -523,8 +447,7 @@ impl ApexAnswer {
         }
         // Invalid input or an unsupported action will fail the same way next time; auth, clock
         // and server trouble may not.
-        let retryable =
-            !matches!(code, Some(-9) | Some(-21) | Some(-22) | Some(-50)) && self.status != 400;
+        let retryable = !matches!(code, Some(-9) | Some(-21) | Some(-22) | Some(-50)) && self.status != 400;
         ItemOutcome::Failed { reason, retryable }
     }
 }
@@ -600,8 +523,8 @@ pub fn jwt(
         "version": "V1",
         "checksum": checksum(method, &path_and_query(url), body),
     });
-    let payload = URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&payload).map_err(|e| format!("cannot encode the token: {e}"))?);
+    let payload =
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).map_err(|e| format!("cannot encode the token: {e}"))?);
     let signing_input = format!("{header}.{payload}");
     let mut mac = Hmac::<Sha256>::new_from_slice(api_key.expose().as_bytes())
         .map_err(|_| "the API key cannot be used as an HMAC key".to_string())?;
@@ -611,10 +534,7 @@ pub fn jwt(
 }
 
 fn unix_now_f64() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,29 +550,14 @@ pub(crate) async fn run_batch<Fut>(
 where
     Fut: std::future::Future<Output = Result<ItemOutcome, HttpError>>,
 {
-    let results: Vec<Result<ItemOutcome, HttpError>> = stream::iter(calls)
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
+    let results: Vec<Result<ItemOutcome, HttpError>> = stream::iter(calls).buffered(concurrency.max(1)).collect().await;
     if !results.is_empty() && results.iter().all(Result::is_err) {
-        let reason = results
-            .into_iter()
-            .find_map(Result::err)
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        return Err(SinkError::Failed {
-            sink_id: sink_id.to_string(),
-            reason,
-        });
+        let reason = results.into_iter().find_map(Result::err).map(|e| e.to_string()).unwrap_or_default();
+        return Err(SinkError::Failed { sink_id: sink_id.to_string(), reason });
     }
     Ok(results
         .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|e| ItemOutcome::Failed {
-                retryable: e.is_retryable(),
-                reason: e.to_string(),
-            })
-        })
+        .map(|r| r.unwrap_or_else(|e| ItemOutcome::Failed { retryable: e.is_retryable(), reason: e.to_string() }))
         .collect())
 }
 
@@ -663,9 +568,7 @@ impl Sink for ApexCentralSink {
     }
 
     fn style(&self) -> SinkStyle {
-        SinkStyle::Incremental {
-            max_batch: MAX_BATCH,
-        }
+        SinkStyle::Incremental { max_batch: MAX_BATCH }
     }
 
     fn describe(&self) -> String {
@@ -697,23 +600,19 @@ mod tests {
     fn checksums_match_the_contract_test_vectors() {
         let put_body = br#"{"param":{"type":"file_sha1","content":"3395856CE81F2B7382DEE72602F798B642F14140","notes":"demo","scan_action":"log"}}"#;
         assert_eq!(
-            checksum(
-                "PUT",
-                "/WebApp/api/SuspiciousObjects/UserDefinedSO/",
-                put_body
-            ),
+            checksum("PUT", "/WebApp/api/SuspiciousObjects/UserDefinedSO/", put_body),
             "u0mP1OPaox6kRaiWC+kIcvB1A3g+pFd/vMGNTGeWitg="
         );
         assert_eq!(
-            checksum("GET", "/WebApp/api/SuspiciousObjects/UserDefinedSO/?type=file_sha1&contentFilter=3395856ce81f", b""),
+            checksum(
+                "GET",
+                "/WebApp/api/SuspiciousObjects/UserDefinedSO/?type=file_sha1&contentFilter=3395856ce81f",
+                b""
+            ),
             "eG6csQFDYMNPTUiQlWYyPSny7fiiQ+4DgWOd9L9jEMw="
         );
         assert_eq!(
-            checksum(
-                "DELETE",
-                "/WebApp/api/SuspiciousObjects/UserDefinedSO/?type=domain&content=evil.example",
-                b""
-            ),
+            checksum("DELETE", "/WebApp/api/SuspiciousObjects/UserDefinedSO/?type=domain&content=evil.example", b""),
             "5OZgnVeHXXv39weB9Jpt51i6qFiG0OdZd94fKF+I1k8="
         );
     }
@@ -721,47 +620,27 @@ mod tests {
     #[test]
     fn the_jwt_signs_what_goes_on_the_wire() {
         let sink_url = parse_base_url("t", "https://apex.example").expect("url");
-        let url = sink_url
-            .join(UDSO_PATH.trim_start_matches('/'))
-            .expect("join");
+        let url = sink_url.join(UDSO_PATH.trim_start_matches('/')).expect("join");
         let mut url_q = url.clone();
-        url_q
-            .query_pairs_mut()
-            .extend_pairs([("type", "domain"), ("content", "evil.example")]);
+        url_q.query_pairs_mut().extend_pairs([("type", "domain"), ("content", "evil.example")]);
         assert_eq!(
             path_and_query(&url_q),
             "/WebApp/api/SuspiciousObjects/UserDefinedSO/?type=domain&content=evil.example"
         );
 
         let key = Secret::new("secret-key");
-        let token = jwt(
-            "app-1",
-            &key,
-            "DELETE",
-            &url_q,
-            b"",
-            1_495_187_266.621_543_2,
-        )
-        .expect("token");
+        let token = jwt("app-1", &key, "DELETE", &url_q, b"", 1_495_187_266.621_543_2).expect("token");
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
         assert_eq!(payload["appid"], "app-1");
         assert_eq!(payload["version"], "V1");
-        assert_eq!(
-            payload["checksum"],
-            "5OZgnVeHXXv39weB9Jpt51i6qFiG0OdZd94fKF+I1k8="
-        );
-        assert!(payload["iat"]
-            .as_f64()
-            .is_some_and(|t| (t - 1_495_187_266.62).abs() < 0.01));
+        assert_eq!(payload["checksum"], "5OZgnVeHXXv39weB9Jpt51i6qFiG0OdZd94fKF+I1k8=");
+        assert!(payload["iat"].as_f64().is_some_and(|t| (t - 1_495_187_266.62).abs() < 0.01));
         let mut mac = Hmac::<Sha256>::new_from_slice(b"secret-key").expect("mac");
         mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
-        assert_eq!(
-            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()),
-            parts[2]
-        );
+        assert_eq!(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()), parts[2]);
         assert!(!token.contains("secret-key"));
     }
 
@@ -769,9 +648,7 @@ mod tests {
     fn sub_path_installs_keep_their_path() {
         let base = parse_base_url("t", "https://host.example/apex").expect("url");
         assert_eq!(
-            base.join(UDSO_PATH.trim_start_matches('/'))
-                .expect("join")
-                .path(),
+            base.join(UDSO_PATH.trim_start_matches('/')).expect("join").path(),
             "/apex/WebApp/api/SuspiciousObjects/UserDefinedSO/"
         );
         assert!(parse_base_url("t", "ftp://host").is_err());
@@ -781,73 +658,136 @@ mod tests {
     #[test]
     fn answers_are_judged_by_meta_result() {
         let ind = Indicator::from_canonical(IndicatorKind::Domain, "evil.example");
-        let ok = ApexAnswer::read(
-            200,
-            br#"{"Data":null,"Meta":{"Result":1,"ErrorCode":0,"ErrorMsg":""}}"#,
-        );
-        assert_eq!(
-            ok.outcome(&ind, "add"),
-            ItemOutcome::Done { remote_id: None }
-        );
-        let failed_on_200 = ApexAnswer::read(
-            200,
-            br#"{"Meta":{"Result":0,"ErrorCode":-99,"ErrorMsg":"boom"}}"#,
-        );
-        assert!(matches!(
-            failed_on_200.outcome(&ind, "add"),
-            ItemOutcome::Failed {
-                retryable: true,
-                ..
-            }
-        ));
-        let full = ApexAnswer::read(
-            200,
-            br#"{"Meta":{"Result":-1101,"ErrorCode":-1101,"ErrorMsg":"max"}}"#,
-        );
-        assert!(matches!(
-            full.outcome(&ind, "add"),
-            ItemOutcome::CapacityFull { .. }
-        ));
-        let invalid = ApexAnswer::read(
-            400,
-            br#"{"Meta":{"Result":0,"ErrorCode":-21,"ErrorMsg":"bad"}}"#,
-        );
-        let ItemOutcome::Failed { reason, retryable } = invalid.outcome(&ind, "add") else {
-            panic!("failed expected")
-        };
-        assert!(
-            !retryable && reason.contains("-21") && reason.contains("invalid input"),
-            "{reason}"
-        );
+        let ok = ApexAnswer::read(200, br#"{"Data":null,"Meta":{"Result":1,"ErrorCode":0,"ErrorMsg":""}}"#);
+        assert_eq!(ok.outcome(&ind, "add"), ItemOutcome::Done { remote_id: None });
+        let failed_on_200 = ApexAnswer::read(200, br#"{"Meta":{"Result":0,"ErrorCode":-99,"ErrorMsg":"boom"}}"#);
+        assert!(matches!(failed_on_200.outcome(&ind, "add"), ItemOutcome::Failed { retryable: true, .. }));
+        let full = ApexAnswer::read(200, br#"{"Meta":{"Result":-1101,"ErrorCode":-1101,"ErrorMsg":"max"}}"#);
+        assert!(matches!(full.outcome(&ind, "add"), ItemOutcome::CapacityFull { .. }));
+        let invalid = ApexAnswer::read(400, br#"{"Meta":{"Result":0,"ErrorCode":-21,"ErrorMsg":"bad"}}"#);
+        let ItemOutcome::Failed { reason, retryable } = invalid.outcome(&ind, "add") else { panic!("failed expected") };
+        assert!(!retryable && reason.contains("-21") && reason.contains("invalid input"), "{reason}");
         let garbage = ApexAnswer::read(200, b"<html>proxy error</html>");
-        assert!(matches!(
-            garbage.outcome(&ind, "add"),
-            ItemOutcome::Failed { .. }
-        ));
+        assert!(matches!(garbage.outcome(&ind, "add"), ItemOutcome::Failed { .. }));
     }
 
     #[test]
     fn only_udso_kinds_and_valid_urls_are_sent() {
-        assert_eq!(
-            KINDS.map(udso_type),
-            [Some("file_sha1"), Some("ip"), Some("url"), Some("domain")]
-        );
+        assert_eq!(KINDS.map(udso_type), [Some("file_sha1"), Some("ip"), Some("url"), Some("domain")]);
         assert_eq!(udso_type(IndicatorKind::Sha256), None);
-        assert!(check_content(&Indicator::from_canonical(
-            IndicatorKind::Url,
-            "ftp://x.example/a"
-        ))
-        .is_err());
-        assert!(check_content(&Indicator::from_canonical(
-            IndicatorKind::Url,
-            "https://x.example/a"
-        ))
-        .is_ok());
-        assert_eq!(
-            truncate_chars(&"é".repeat(300), NOTES_MAX_CHARS)
-                .chars()
-                .count(),
-            256
-        );
+        assert!(check_content(&Indicator::from_canonical(IndicatorKind::Url, "ftp://x.example/a")).is_err());
+        assert!(check_content(&Indicator::from_canonical(IndicatorKind::Url, "https://x.example/a")).is_ok());
+        assert_eq!(truncate_chars(&"é".repeat(300), NOTES_MAX_CHARS).chars().count(), 256);
+    }
+
+    // ---- against the lab simulator, which checks the JWT and checksum exactly as §2.2
+
+    use crate::http::{HttpClientBuilder, RetryPolicy};
+    use std::time::Duration;
+    use tibridge_lab::apex_central::{ApexConfig, ApexState};
+    use tibridge_lab::{FaultConfig, FaultHandle};
+
+    fn entry(kind: IndicatorKind, value: &str, expires_at: Option<i64>) -> DesiredEntry {
+        DesiredEntry {
+            indicator: Indicator::from_canonical(kind, value),
+            confidence: Some(90),
+            tlp: None,
+            expires_at,
+            last_seen: None,
+            provenance: format!("misp event 5a1c attribute 77 {}", "x".repeat(400)),
+            tags: vec![],
+        }
+    }
+
+    async fn lab(capacity: usize, faults: FaultConfig) -> (tibridge_lab::RunningServer, std::sync::Arc<ApexState>) {
+        let state = ApexState::new(ApexConfig { capacity, ..ApexConfig::default() });
+        let server = tibridge_lab::serve(
+            tibridge_lab::apex_central::router(state.clone()),
+            FaultHandle::new(faults),
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .await
+        .expect("lab serves");
+        (server, state)
+    }
+
+    fn sink(server: &tibridge_lab::RunningServer, state: &ApexState, key: &str) -> ApexCentralSink {
+        let retry = RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(50),
+            max_total: Duration::from_secs(20),
+        };
+        let client = HttpClientBuilder::new("apex-test").retry(retry).build().expect("client");
+        ApexCentralSink::new("apex-test".into(), &server.base_url(), state.app_id(), Secret::new(key), client)
+            .expect("sink")
+    }
+
+    #[tokio::test]
+    async fn adds_every_udso_kind_signed_and_reports_a_full_list() {
+        let (server, state) = lab(4, FaultConfig::default()).await;
+        let sink = sink(&server, &state, &state.api_key()).with_scan_action(ScanAction::Block).with_concurrency(1);
+        let batch = [
+            entry(IndicatorKind::Sha1, "3395856ce81f2b7382dee72602f798b642f14140", Some(1_900_000_000)),
+            entry(IndicatorKind::Domain, "evil.example", None),
+            entry(IndicatorKind::Url, "https://evil.example/a?b=c d", None),
+            entry(IndicatorKind::Ipv4, "198.51.100.7", None),
+            entry(IndicatorKind::Domain, "one-too-many.example", None),
+            entry(IndicatorKind::Sha256, &"a".repeat(64), None),
+        ];
+        let out = sink.add(&batch).await.expect("add");
+        assert!(out[..4].iter().all(|o| *o == ItemOutcome::Done { remote_id: None }), "{out:?}");
+        assert!(matches!(&out[4], ItemOutcome::CapacityFull { .. }), "{:?}", out[4]);
+        assert!(matches!(&out[5], ItemOutcome::Failed { retryable: false, .. }));
+        assert!(state.errors().iter().all(|&code| code == -1101), "no auth or checksum error: {:?}", state.errors());
+
+        let listed = state.udso();
+        let sha1 = listed.iter().find(|u| u.udso_type == "file_sha1").expect("sha1 listed");
+        assert_eq!(sha1.scan_action, "block");
+        assert_eq!(sha1.notes.chars().count(), NOTES_MAX_CHARS);
+        assert_eq!(sha1.expiration_utc_date.as_deref().map(|d| &d[..16]), Some("2030-03-17T17:46"));
+        assert!(listed.iter().any(|u| u.udso_type == "url" && u.content == "https://evil.example/a?b=c d"));
+    }
+
+    #[tokio::test]
+    async fn removes_by_type_and_content_and_absent_objects_count_as_removed() {
+        let (server, state) =
+            lab(100, FaultConfig { error_5xx_ratio: 0.3, seed: Some(3), ..FaultConfig::default() }).await;
+        let sink = sink(&server, &state, &state.api_key());
+        let added = sink
+            .add(&[
+                entry(IndicatorKind::Domain, "evil.example", None),
+                entry(IndicatorKind::Url, "http://evil.example/x?y=1&z=%41", None),
+            ])
+            .await
+            .expect("add");
+        assert!(added.iter().all(|o| matches!(o, ItemOutcome::Done { .. })), "{added:?}");
+        let ledger = |kind, value: &str| LedgerEntry {
+            indicator: Indicator::from_canonical(kind, value),
+            remote_id: None,
+            added_at: 0,
+            expires_at: None,
+        };
+        let out = sink
+            .remove(&[
+                ledger(IndicatorKind::Domain, "evil.example"),
+                ledger(IndicatorKind::Url, "http://evil.example/x?y=1&z=%41"),
+                ledger(IndicatorKind::Domain, "never-added.example"),
+            ])
+            .await
+            .expect("remove");
+        assert!(out.iter().all(|o| matches!(o, ItemOutcome::Done { .. })), "{out:?}");
+        assert!(state.udso().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_fails_every_item_naming_the_cause_not_the_key() {
+        let (server, state) = lab(100, FaultConfig::default()).await;
+        let sink = sink(&server, &state, "not-the-key-42");
+        let out = sink.add(&[entry(IndicatorKind::Domain, "evil.example", None)]).await.expect("answers");
+        let ItemOutcome::Failed { reason, retryable } = &out[0] else { panic!("failed expected, got {out:?}") };
+        assert!(*retryable);
+        assert!(reason.contains("-7") && reason.contains("bad signature"), "{reason}");
+        assert!(!reason.contains("not-the-key-42"));
     }
 }
