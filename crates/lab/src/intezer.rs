@@ -119,6 +119,8 @@ struct Inner {
     url_analyses: HashMap<String, UrlAnalysis>,
     file_analyses: HashMap<String, FileAnalysis>,
     submissions: u32,
+    /// Analyses deleted or expired: answered 410 Gone.
+    gone: std::collections::HashSet<String>,
 }
 
 /// Shared state of one simulated Intezer Analyze.
@@ -130,11 +132,7 @@ pub struct IntezerState {
 
 impl IntezerState {
     pub fn new(config: IntezerConfig) -> Self {
-        Self {
-            config,
-            inner: Mutex::new(Inner::default()),
-            served: AtomicU64::new(0),
-        }
+        Self { config, inner: Mutex::new(Inner::default()), served: AtomicU64::new(0) }
     }
 
     pub fn config(&self) -> &IntezerConfig {
@@ -155,9 +153,7 @@ impl IntezerState {
     /// Seeds the verdict of a file; any of its hashes (case-insensitive) finds it. Unseeded
     /// hashes are 404 "File not found".
     pub fn set_hash_verdict(&self, hash: &str, verdict: HashVerdict) {
-        self.lock()
-            .hash_verdicts
-            .insert(hash.to_ascii_lowercase(), verdict);
+        self.lock().hash_verdicts.insert(hash.to_ascii_lowercase(), verdict);
     }
 
     /// Every request the router received, including rejected ones.
@@ -172,11 +168,18 @@ impl IntezerState {
 
     /// URLs submitted for analysis, in no particular order.
     pub fn submitted_urls(&self) -> Vec<String> {
-        self.lock()
-            .url_analyses
-            .values()
-            .map(|a| a.url.clone())
-            .collect()
+        self.lock().url_analyses.values().map(|a| a.url.clone()).collect()
+    }
+
+    /// Deletes every analysis so far, as Intezer does with expired ones: polls answer 410 Gone.
+    pub fn expire_analyses(&self) {
+        let mut inner = self.lock();
+        let ids: Vec<String> = inner.url_analyses.keys().chain(inner.file_analyses.keys()).cloned().collect();
+        for id in ids {
+            inner.url_analyses.remove(&id);
+            inner.file_analyses.remove(&id);
+            inner.gone.insert(id);
+        }
     }
 
     /// Makes every issued token expired, so the next call gets a 401 and must renew.
@@ -221,11 +224,7 @@ fn now_secs() -> f64 {
     now.unix_timestamp() as f64 + f64::from(now.millisecond()) / 1000.0
 }
 
-async fn require_token(
-    State(state): State<Arc<IntezerState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn require_token(State(state): State<Arc<IntezerState>>, req: Request, next: Next) -> Response {
     let token = req
         .headers()
         .get("authorization")
@@ -296,31 +295,19 @@ fn is_valid_url(url: &str) -> bool {
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
-    let host = if host.starts_with('[') {
-        host
-    } else {
-        host.split(':').next().unwrap_or("")
-    };
+    let host = if host.starts_with('[') { host } else { host.split(':').next().unwrap_or("") };
     host.starts_with('[')
         || (host.contains('.')
             && !host.starts_with('.')
             && !host.ends_with('.')
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
 }
 
 fn quota_exhausted(state: &IntezerState, inner: &Inner) -> bool {
-    state
-        .config
-        .analysis_quota
-        .is_some_and(|q| inner.submissions >= q)
+    state.config.analysis_quota.is_some_and(|q| inner.submissions >= q)
 }
 
-async fn post_url(
-    State(state): State<Arc<IntezerState>>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
+async fn post_url(State(state): State<Arc<IntezerState>>, body: Result<Json<Value>, JsonRejection>) -> Response {
     let Ok(Json(body)) = body else {
         return error(StatusCode::BAD_REQUEST, "Body must be JSON with a url");
     };
@@ -334,29 +321,16 @@ async fn post_url(
     if quota_exhausted(&state, &inner) {
         return error(StatusCode::FORBIDDEN, "Insufficient quota");
     }
-    let verdict = inner
-        .url_verdicts
-        .get(url)
-        .copied()
-        .unwrap_or(UrlVerdict::NoThreats);
+    let verdict = inner.url_verdicts.get(url).copied().unwrap_or(UrlVerdict::NoThreats);
     if verdict == UrlVerdict::Offline {
         let body = json!({"error": OFFLINE_MESSAGE, "result": {"is_url_offline": true}});
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
     }
     inner.submissions += 1;
     let id = uuid::Uuid::new_v4().to_string();
-    let analysis = UrlAnalysis {
-        url: url.to_string(),
-        verdict,
-        polls: 0,
-        time: OffsetDateTime::now_utc(),
-    };
+    let analysis = UrlAnalysis { url: url.to_string(), verdict, polls: 0, time: OffsetDateTime::now_utc() };
     inner.url_analyses.insert(id.clone(), analysis);
-    (
-        StatusCode::CREATED,
-        Json(json!({"result_url": format!("/url/{id}")})),
-    )
-        .into_response()
+    (StatusCode::CREATED, Json(json!({"result_url": format!("/url/{id}")}))).into_response()
 }
 
 fn rfc1123(t: OffsetDateTime) -> String {
@@ -381,38 +355,15 @@ fn lab_ip(host: &str) -> String {
 
 fn url_result(id: &str, a: &UrlAnalysis, headers: &HeaderMap) -> Value {
     let host = host_of(&a.url);
-    let scanned = if a.url.contains("://") {
-        a.url.clone()
-    } else {
-        format!("http://{}", a.url)
-    };
+    let scanned = if a.url.contains("://") { a.url.clone() } else { format!("http://{}", a.url) };
     let (title, description, verdict_type, verdict_name, risk) = match a.verdict {
-        UrlVerdict::Malicious => (
-            "Malicious URL",
-            "This URL was found to be malicious",
-            "malicious",
-            "malicious",
-            100,
-        ),
-        UrlVerdict::Suspicious => (
-            "Suspicious URL",
-            "Suspicious activity was detected for this URL",
-            "suspicious",
-            "suspicious",
-            50,
-        ),
-        _ => (
-            "No Threats",
-            "No suspicious activity was detected for this URL",
-            "no_threats",
-            "no_threats",
-            0,
-        ),
+        UrlVerdict::Malicious => ("Malicious URL", "This URL was found to be malicious", "malicious", "malicious", 100),
+        UrlVerdict::Suspicious => {
+            ("Suspicious URL", "Suspicious activity was detected for this URL", "suspicious", "suspicious", 50)
+        }
+        _ => ("No Threats", "No suspicious activity was detected for this URL", "no_threats", "no_threats", 0),
     };
-    let origin = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let origin = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     json!({
         "analysis_id": id,
         "analysis_time": rfc1123(a.time),
@@ -437,22 +388,17 @@ async fn get_url_analysis(
 ) -> Response {
     let pending = state.config.url_pending_polls;
     let mut inner = state.lock();
+    if inner.gone.contains(&id) {
+        return error(StatusCode::GONE, "Analysis expired");
+    }
     let Some(a) = inner.url_analyses.get_mut(&id) else {
         return error(StatusCode::NOT_FOUND, "Analysis not found");
     };
     a.polls = a.polls.saturating_add(1);
     let result_url = format!("/url/{id}");
     if a.polls <= pending {
-        let status = if a.polls == 1 {
-            "queued"
-        } else {
-            "in_progress"
-        };
-        return (
-            StatusCode::ACCEPTED,
-            Json(json!({"status": status, "result_url": result_url})),
-        )
-            .into_response();
+        let status = if a.polls == 1 { "queued" } else { "in_progress" };
+        return (StatusCode::ACCEPTED, Json(json!({"status": status, "result_url": result_url}))).into_response();
     }
     if a.verdict == UrlVerdict::Failed {
         return Json(json!({"status": "failed", "result_url": result_url})).into_response();
@@ -465,18 +411,11 @@ fn hash_kind_ok(h: &str) -> bool {
     matches!(h.len(), 32 | 40 | 64) && h.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-async fn post_hash(
-    State(state): State<Arc<IntezerState>>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
+async fn post_hash(State(state): State<Arc<IntezerState>>, body: Result<Json<Value>, JsonRejection>) -> Response {
     let Ok(Json(body)) = body else {
         return error(StatusCode::BAD_REQUEST, "Body must be JSON with a hash");
     };
-    let Some(hash) = body
-        .get("hash")
-        .and_then(Value::as_str)
-        .map(str::to_ascii_lowercase)
-    else {
+    let Some(hash) = body.get("hash").and_then(Value::as_str).map(str::to_ascii_lowercase) else {
         return error(StatusCode::BAD_REQUEST, "Missing hash");
     };
     if !hash_kind_ok(&hash) {
@@ -487,10 +426,7 @@ async fn post_hash(
     let Some(verdict) = inner.hash_verdicts.get(&hash).cloned() else {
         return error(StatusCode::NOT_FOUND, "File not found");
     };
-    let running = inner
-        .file_analyses
-        .iter()
-        .find(|(_, a)| a.hash == hash && a.polls < pending);
+    let running = inner.file_analyses.iter().find(|(_, a)| a.hash == hash && a.polls < pending);
     if let Some((rid, _)) = running {
         let body = json!({"result_url": format!("/analyses/{rid}"), "result": {"analysis_id": rid},
                           "error": "Analysis already running"});
@@ -501,34 +437,16 @@ async fn post_hash(
     }
     inner.submissions += 1;
     let id = uuid::Uuid::new_v4().to_string();
-    inner.file_analyses.insert(
-        id.clone(),
-        FileAnalysis {
-            hash,
-            verdict,
-            polls: 0,
-            time: OffsetDateTime::now_utc(),
-        },
-    );
-    (
-        StatusCode::CREATED,
-        Json(json!({"result_url": format!("/analyses/{id}")})),
-    )
-        .into_response()
+    inner.file_analyses.insert(id.clone(), FileAnalysis { hash, verdict, polls: 0, time: OffsetDateTime::now_utc() });
+    (StatusCode::CREATED, Json(json!({"result_url": format!("/analyses/{id}")}))).into_response()
 }
 
 fn file_result(id: &str, a: &FileAnalysis, headers: &HeaderMap) -> Value {
-    let origin = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let origin = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let sha256 = if a.hash.len() == 64 {
         a.hash.clone()
     } else {
-        Sha256::digest(a.hash.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        Sha256::digest(a.hash.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
     };
     json!({
         "analysis_id": id,
@@ -550,22 +468,17 @@ async fn get_file_analysis(
 ) -> Response {
     let pending = state.config.hash_pending_polls;
     let mut inner = state.lock();
+    if inner.gone.contains(&id) {
+        return error(StatusCode::GONE, "Analysis expired");
+    }
     let Some(a) = inner.file_analyses.get_mut(&id) else {
         return error(StatusCode::NOT_FOUND, "Analysis not found");
     };
     a.polls = a.polls.saturating_add(1);
     let result_url = format!("/analyses/{id}");
     if a.polls <= pending {
-        let status = if a.polls == 1 {
-            "queued"
-        } else {
-            "in_progress"
-        };
-        return (
-            StatusCode::ACCEPTED,
-            Json(json!({"status": status, "result_url": result_url})),
-        )
-            .into_response();
+        let status = if a.polls == 1 { "queued" } else { "in_progress" };
+        return (StatusCode::ACCEPTED, Json(json!({"status": status, "result_url": result_url}))).into_response();
     }
     Json(json!({"status": "succeeded", "result_url": result_url, "result": file_result(&id, a, &headers)}))
         .into_response()
@@ -579,16 +492,11 @@ async fn get_latest_for_hash(
     let hash = hash.to_ascii_lowercase();
     let pending = state.config.hash_pending_polls;
     let inner = state.lock();
-    let latest = inner
-        .file_analyses
-        .iter()
-        .filter(|(_, a)| a.hash == hash && a.polls >= pending)
-        .max_by_key(|(_, a)| a.time);
+    let latest =
+        inner.file_analyses.iter().filter(|(_, a)| a.hash == hash && a.polls >= pending).max_by_key(|(_, a)| a.time);
     match latest {
-        Some((id, a)) => Json(
-            json!({"status": "succeeded", "result_url": format!("/analyses/{id}"),
-                                     "result": file_result(id, a, &headers)}),
-        )
+        Some((id, a)) => Json(json!({"status": "succeeded", "result_url": format!("/analyses/{id}"),
+                                     "result": file_result(id, a, &headers)}))
         .into_response(),
         None => error(StatusCode::NOT_FOUND, "Analysis not found"),
     }

@@ -41,10 +41,7 @@ enum Tok {
 }
 
 fn err(offset: usize, message: impl Into<String>) -> FilterError {
-    FilterError {
-        offset,
-        message: message.into(),
-    }
+    FilterError { offset, message: message.into() }
 }
 
 fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>, FilterError> {
@@ -163,10 +160,7 @@ impl Parser<'_> {
 
     fn unary(&mut self, depth: usize) -> Result<Filter, FilterError> {
         if depth > MAX_DEPTH {
-            return Err(err(
-                self.offset(),
-                format!("nested deeper than {MAX_DEPTH} levels"),
-            ));
+            return Err(err(self.offset(), format!("nested deeper than {MAX_DEPTH} levels")));
         }
         if self.keyword("not") {
             self.pos += 1;
@@ -182,13 +176,7 @@ impl Parser<'_> {
                 if self.fields.contains(&name.as_str()) {
                     Ok(name)
                 } else {
-                    Err(err(
-                        at,
-                        format!(
-                            "unknown field '{name}' (supported: {})",
-                            self.fields.join(", ")
-                        ),
-                    ))
+                    Err(err(at, format!("unknown field '{name}' (supported: {})", self.fields.join(", "))))
                 }
             }
             _ => Err(err(at, "expected a field name")),
@@ -211,19 +199,13 @@ impl Parser<'_> {
             return Ok(inner);
         }
         for func in ["contains", "startswith"] {
-            if self.keyword(func)
-                && self.toks.get(self.pos + 1).map(|(_, t)| t) == Some(&Tok::LParen)
-            {
+            if self.keyword(func) && self.toks.get(self.pos + 1).map(|(_, t)| t) == Some(&Tok::LParen) {
                 self.pos += 2;
                 let f = self.field()?;
                 self.expect(Tok::Comma, "','")?;
                 let v = self.value()?;
                 self.expect(Tok::RParen, "')'")?;
-                return Ok(if func == "contains" {
-                    Filter::Contains(f, v)
-                } else {
-                    Filter::StartsWith(f, v)
-                });
+                return Ok(if func == "contains" { Filter::Contains(f, v) } else { Filter::StartsWith(f, v) });
             }
         }
         let f = self.field()?;
@@ -234,11 +216,7 @@ impl Parser<'_> {
             _ => return Err(err(at, format!("expected 'eq' or 'ne' after field '{f}'"))),
         };
         let v = self.value()?;
-        Ok(if op {
-            Filter::Eq(f, v)
-        } else {
-            Filter::Ne(f, v)
-        })
+        Ok(if op { Filter::Eq(f, v) } else { Filter::Ne(f, v) })
     }
 }
 
@@ -248,18 +226,10 @@ pub fn parse(input: &str, fields: &[&str]) -> Result<Filter, FilterError> {
     if toks.is_empty() {
         return Err(err(0, "empty filter"));
     }
-    let mut p = Parser {
-        toks,
-        pos: 0,
-        end: input.len(),
-        fields,
-    };
+    let mut p = Parser { toks, pos: 0, end: input.len(), fields };
     let f = p.or(0)?;
     if p.pos < p.toks.len() {
-        return Err(err(
-            p.offset(),
-            "unexpected text after the end of the expression",
-        ));
+        return Err(err(p.offset(), "unexpected text after the end of the expression"));
     }
     Ok(f)
 }
@@ -274,15 +244,11 @@ impl Filter {
             Filter::Ne(f, v) => !values(f).iter().any(|x| x.eq_ignore_ascii_case(v)),
             Filter::Contains(f, v) => {
                 let v = v.to_ascii_lowercase();
-                values(f)
-                    .iter()
-                    .any(|x| x.to_ascii_lowercase().contains(&v))
+                values(f).iter().any(|x| x.to_ascii_lowercase().contains(&v))
             }
             Filter::StartsWith(f, v) => {
                 let v = v.to_ascii_lowercase();
-                values(f)
-                    .iter()
-                    .any(|x| x.to_ascii_lowercase().starts_with(&v))
+                values(f).iter().any(|x| x.to_ascii_lowercase().starts_with(&v))
             }
             Filter::And(a, b) => a.matches(values) && b.matches(values),
             Filter::Or(a, b) => a.matches(values) || b.matches(values),
@@ -309,18 +275,11 @@ mod tests {
     #[test]
     fn parses_the_contract_example_with_precedence() {
         // Example from trendmicro.md §1.5.
-        let f = parse(
-            "(riskLevel eq 'high' or riskLevel eq 'critical') and filterMitreTacticId eq 'TA0011'",
-            OAT,
-        )
-        .unwrap();
+        let f =
+            parse("(riskLevel eq 'high' or riskLevel eq 'critical') and filterMitreTacticId eq 'TA0011'", OAT).unwrap();
         assert!(matches!(f, Filter::And(..)));
         assert!(f.matches(&rec));
-        let g = parse(
-            "riskLevel eq 'low' or riskLevel eq 'high' and uuid eq 'x'",
-            OAT,
-        )
-        .unwrap();
+        let g = parse("riskLevel eq 'low' or riskLevel eq 'high' and uuid eq 'x'", OAT).unwrap();
         // and binds tighter: low or (high and x) → false for our record
         assert!(!g.matches(&rec));
     }
@@ -329,9 +288,7 @@ mod tests {
     fn not_ne_contains_and_escaped_quotes() {
         assert!(parse("not riskLevel eq 'low'", OAT).unwrap().matches(&rec));
         assert!(parse("riskLevel ne 'low'", OAT).unwrap().matches(&rec));
-        assert!(parse("contains(filterMitreTacticId,'0011')", OAT)
-            .unwrap()
-            .matches(&rec));
+        assert!(parse("contains(filterMitreTacticId,'0011')", OAT).unwrap().matches(&rec));
         assert!(parse("uuid eq 'it''s-1'", OAT).unwrap().matches(&rec));
         assert!(parse("RISKLEVEL eq 'HIGH'", &["RISKLEVEL"]).is_ok());
     }
@@ -357,12 +314,44 @@ mod tests {
     }
 
     #[test]
+    fn random_token_soup_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let pieces = [
+            "(",
+            ")",
+            ",",
+            "'",
+            "''",
+            " ",
+            "eq",
+            "ne",
+            "and",
+            "or",
+            "not",
+            "contains",
+            "startswith",
+            "riskLevel",
+            "uuid",
+            "'high'",
+            "'TA0011'",
+            "x",
+            "é",
+            "\\",
+            "'unterminated",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let n = rng.gen_range(0..16);
+            let s: String = (0..n).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect::<Vec<_>>().join(" ");
+            if let Ok(f) = parse(&s, OAT) {
+                let _ = f.matches(&rec);
+            }
+        }
+    }
+
+    #[test]
     fn deep_nesting_is_refused_not_a_stack_overflow() {
-        let deep = format!(
-            "{}riskLevel eq 'x'{}",
-            "(".repeat(10_000),
-            ")".repeat(10_000)
-        );
+        let deep = format!("{}riskLevel eq 'x'{}", "(".repeat(10_000), ")".repeat(10_000));
         assert!(parse(&deep, OAT).is_err());
         let nots = format!("{}riskLevel eq 'x'", "not ".repeat(10_000));
         assert!(parse(&nots, OAT).is_err());

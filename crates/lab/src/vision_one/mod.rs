@@ -77,17 +77,8 @@ pub const ALERT_FILTER_FIELDS: &[&str] = &[
 ];
 
 /// Fields the Suspicious Object list `TMV1-Filter` understands.
-pub const SO_FILTER_FIELDS: &[&str] = &[
-    "type",
-    "riskLevel",
-    "scanAction",
-    "url",
-    "domain",
-    "ip",
-    "fileSha1",
-    "fileSha256",
-    "senderMailAddress",
-];
+pub const SO_FILTER_FIELDS: &[&str] =
+    &["type", "riskLevel", "scanAction", "url", "domain", "ip", "fileSha1", "fileSha256", "senderMailAddress"];
 
 /// How the simulator behaves. `Default` gives the documented limits and a sweep that finishes
 /// on the third poll.
@@ -196,13 +187,7 @@ pub struct OatDetection {
 impl OatDetection {
     /// A "Malicious URL" C2 detection on one endpoint, the case the original triage script
     /// handles: tactic TA0011, technique T1071, highlighted `request` URL and `hostName`.
-    pub fn c2_url(
-        uuid: &str,
-        detected: OffsetDateTime,
-        risk_level: &str,
-        endpoint: &str,
-        url: &str,
-    ) -> Self {
+    pub fn c2_url(uuid: &str, detected: OffsetDateTime, risk_level: &str, endpoint: &str, url: &str) -> Self {
         let host = url_host(url);
         let guid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_DNS, endpoint.as_bytes()).to_string();
         let ip = "10.0.0.5".to_string();
@@ -211,9 +196,7 @@ impl OatDetection {
             uuid: uuid.into(),
             filters: vec![OatFilter {
                 id: "F2340".into(),
-                unique_id: Some(
-                    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, url.as_bytes()).to_string(),
-                ),
+                unique_id: Some(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, url.as_bytes()).to_string()),
                 name: "Malicious URL".into(),
                 description: Some("A connection to a known malicious URL was observed".into()),
                 mitre_tactic_ids: vec!["TA0011".into()],
@@ -263,21 +246,9 @@ impl OatDetection {
             "uuid" => vec![self.uuid.clone()],
             "riskLevel" => self.filters.iter().map(|f| f.risk_level.clone()).collect(),
             "filterName" => self.filters.iter().map(|f| f.name.clone()).collect(),
-            "filterMitreTacticId" => self
-                .filters
-                .iter()
-                .flat_map(|f| strs(&f.mitre_tactic_ids))
-                .collect(),
-            "filterMitreTechniqueId" => self
-                .filters
-                .iter()
-                .flat_map(|f| strs(&f.mitre_technique_ids))
-                .collect(),
-            "endpointName" => self
-                .endpoint
-                .iter()
-                .map(|e| e.endpoint_name.clone())
-                .collect(),
+            "filterMitreTacticId" => self.filters.iter().flat_map(|f| strs(&f.mitre_tactic_ids)).collect(),
+            "filterMitreTechniqueId" => self.filters.iter().flat_map(|f| strs(&f.mitre_technique_ids)).collect(),
+            "endpointName" => self.endpoint.iter().map(|e| e.endpoint_name.clone()).collect(),
             "agentGuid" => self.endpoint.iter().map(|e| e.agent_guid.clone()).collect(),
             "endpointIp" => self.endpoint.iter().flat_map(|e| strs(&e.ips)).collect(),
             "productCode" => detail_strings(&self.detail, "productCode"),
@@ -290,11 +261,7 @@ impl OatDetection {
 fn detail_strings(detail: &Value, key: &str) -> Vec<String> {
     match detail.get(key) {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
         _ => Vec::new(),
     }
 }
@@ -350,13 +317,7 @@ pub struct WorkbenchAlert {
 impl WorkbenchAlert {
     /// A rule-based (SAE) C2 alert on one host highlighting `objects` as (type, value) pairs,
     /// e.g. `("domain", "evil.example")`, `("url", "http://evil.example/x")`.
-    pub fn sae(
-        id: &str,
-        severity: &str,
-        created: OffsetDateTime,
-        host: &str,
-        objects: &[(&str, &str)],
-    ) -> Self {
+    pub fn sae(id: &str, severity: &str, created: OffsetDateTime, host: &str, objects: &[(&str, &str)]) -> Self {
         let created_s = iso(created);
         let host_guid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_DNS, host.as_bytes()).to_string();
         let field_of = |t: &str| match t {
@@ -394,9 +355,7 @@ impl WorkbenchAlert {
             status: "Open".into(),
             investigation_status: "New".into(),
             investigation_result: "No Findings".into(),
-            workbench_link: format!(
-                "https://portal.xdr.trendmicro.com/index.html#/workbench/alerts/{id}"
-            ),
+            workbench_link: format!("https://portal.xdr.trendmicro.com/index.html#/workbench/alerts/{id}"),
             alert_provider: "SAE".into(),
             model_id: "b2a9c5e1-0000-4c2a-8a6e-000000000c2c".into(),
             model: "Possible C&C Connection".into(),
@@ -440,11 +399,7 @@ impl WorkbenchAlert {
             "modelType" => one(&self.model_type),
             "severity" => one(&self.severity),
             "incidentId" => self.incident_id.iter().cloned().collect(),
-            "indicatorValue" => self
-                .indicators
-                .iter()
-                .flat_map(|i| value_strings(&i.value))
-                .collect(),
+            "indicatorValue" => self.indicators.iter().flat_map(|i| value_strings(&i.value)).collect(),
             "impactScopeEntityValue" => self
                 .impact_scope
                 .get("entities")
@@ -453,9 +408,7 @@ impl WorkbenchAlert {
                     es.iter()
                         .filter_map(|e| e.get("entityValue"))
                         .flat_map(|v| match v {
-                            Value::Object(o) => {
-                                o.get("name").map(value_strings).unwrap_or_default()
-                            }
+                            Value::Object(o) => o.get("name").map(value_strings).unwrap_or_default(),
                             other => value_strings(other),
                         })
                         .collect()
@@ -493,14 +446,8 @@ pub enum SoType {
 }
 
 impl SoType {
-    pub const ALL: [SoType; 6] = [
-        SoType::Url,
-        SoType::Domain,
-        SoType::Ip,
-        SoType::FileSha1,
-        SoType::FileSha256,
-        SoType::SenderMailAddress,
-    ];
+    pub const ALL: [SoType; 6] =
+        [SoType::Url, SoType::Domain, SoType::Ip, SoType::FileSha1, SoType::FileSha256, SoType::SenderMailAddress];
 
     pub fn key(self) -> &'static str {
         match self {
@@ -525,19 +472,13 @@ impl SoType {
             SoType::FileSha256 => hex(64),
             SoType::Ip => value.parse::<IpAddr>().is_ok(),
             SoType::SenderMailAddress => {
-                value
-                    .split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
+                value.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
                     && !value.contains(char::is_whitespace)
             }
             SoType::Domain => {
-                !value.is_empty()
-                    && value.len() <= 253
-                    && !value.contains(|c: char| c.is_whitespace() || c == '/')
+                !value.is_empty() && value.len() <= 253 && !value.contains(|c: char| c.is_whitespace() || c == '/')
             }
-            SoType::Url => {
-                !value.is_empty() && value.len() <= 2048 && !value.contains(char::is_whitespace)
-            }
+            SoType::Url => !value.is_empty() && value.len() <= 2048 && !value.contains(char::is_whitespace),
         };
         if ok {
             Ok(())
@@ -570,14 +511,9 @@ impl SuspiciousObject {
         m.insert("scanAction".into(), json!(self.scan_action));
         m.insert("riskLevel".into(), json!(self.risk_level));
         m.insert("inExceptionList".into(), json!(self.in_exception_list));
-        m.insert(
-            "lastModifiedDateTime".into(),
-            json!(iso(self.last_modified)),
-        );
+        m.insert("lastModifiedDateTime".into(), json!(iso(self.last_modified)));
         // "Never" has no documented representation; the far future keeps it a valid timestamp.
-        let exp = self
-            .expires
-            .map_or_else(|| "9999-12-31T23:59:59Z".to_string(), iso);
+        let exp = self.expires.map_or_else(|| "9999-12-31T23:59:59Z".to_string(), iso);
         m.insert("expiredDateTime".into(), json!(exp));
         Value::Object(m)
     }
@@ -649,11 +585,7 @@ impl SoList {
     }
 
     fn upsert(&mut self, o: SuspiciousObject) {
-        if self
-            .by_key
-            .insert((o.kind, o.value.clone()), o.clone())
-            .is_none()
-        {
+        if self.by_key.insert((o.kind, o.value.clone()), o.clone()).is_none() {
             *self.per_type.entry(o.kind).or_insert(0) += 1;
         }
     }
@@ -698,11 +630,7 @@ pub struct VisionOneState {
 
 impl VisionOneState {
     pub fn new(config: VisionOneConfig) -> Self {
-        Self {
-            config,
-            inner: Mutex::new(Inner::default()),
-            served: AtomicU64::new(0),
-        }
+        Self { config, inner: Mutex::new(Inner::default()), served: AtomicU64::new(0) }
     }
 
     pub fn config(&self) -> &VisionOneConfig {
@@ -726,29 +654,16 @@ impl VisionOneState {
     pub fn seed_alert(&self, a: WorkbenchAlert) {
         let mut inner = self.lock();
         inner.alerts.retain(|r| r.alert.id != a.id);
-        inner.alerts.push(AlertRecord {
-            alert: a,
-            version: 1,
-            notes: Vec::new(),
-        });
+        inner.alerts.push(AlertRecord { alert: a, version: 1, notes: Vec::new() });
     }
 
     pub fn alert(&self, id: &str) -> Option<WorkbenchAlert> {
-        self.lock()
-            .alerts
-            .iter()
-            .find(|r| r.alert.id == id)
-            .map(|r| r.alert.clone())
+        self.lock().alerts.iter().find(|r| r.alert.id == id).map(|r| r.alert.clone())
     }
 
     /// Contents of the notes added to an alert, oldest first.
     pub fn alert_notes(&self, id: &str) -> Vec<String> {
-        self.lock()
-            .alerts
-            .iter()
-            .find(|r| r.alert.id == id)
-            .map(|r| r.notes.clone())
-            .unwrap_or_default()
+        self.lock().alerts.iter().find(|r| r.alert.id == id).map(|r| r.notes.clone()).unwrap_or_default()
     }
 
     /// Puts an object on the list directly (e.g. to fill a type up to its cap).
@@ -763,9 +678,7 @@ impl VisionOneState {
             risk_level: "high".into(),
             in_exception_list: false,
             last_modified: now,
-            expires: Some(
-                now + time::Duration::days(i64::from(self.config.default_days_to_expiration)),
-            ),
+            expires: Some(now + time::Duration::days(i64::from(self.config.default_days_to_expiration))),
         });
     }
 
@@ -804,43 +717,18 @@ pub fn router(state: Arc<VisionOneState>) -> Router {
         .route("/v3.0/healthcheck/connectivity", get(healthcheck))
         .route("/v3.0/oat/detections", get(list_detections))
         .route("/v3.0/workbench/alerts", get(list_alerts))
-        .route(
-            "/v3.0/workbench/alerts/{id}",
-            get(get_alert).patch(patch_alert),
-        )
+        .route("/v3.0/workbench/alerts/{id}", get(get_alert).patch(patch_alert))
         .route("/v3.0/workbench/alerts/{id}/notes", post(add_note))
-        .route(
-            "/v3.0/threatintel/suspiciousObjects",
-            get(list_objects).post(add_objects),
-        )
-        .route(
-            "/v3.0/threatintel/suspiciousObjects/delete",
-            post(delete_objects),
-        )
-        .route(
-            "/v3.0/threatintel/intelligenceReports",
-            get(list_reports).post(upload_report),
-        )
-        .route(
-            "/v3.0/threatintel/intelligenceReports/delete",
-            post(delete_reports),
-        )
-        .route(
-            "/v3.0/threatintel/intelligenceReports/sweep",
-            post(sweep_reports),
-        )
-        .route(
-            "/v3.0/threatintel/intelligenceReports/{id}",
-            get(get_report),
-        )
+        .route("/v3.0/threatintel/suspiciousObjects", get(list_objects).post(add_objects))
+        .route("/v3.0/threatintel/suspiciousObjects/delete", post(delete_objects))
+        .route("/v3.0/threatintel/intelligenceReports", get(list_reports).post(upload_report))
+        .route("/v3.0/threatintel/intelligenceReports/delete", post(delete_reports))
+        .route("/v3.0/threatintel/intelligenceReports/sweep", post(sweep_reports))
+        .route("/v3.0/threatintel/intelligenceReports/{id}", get(get_report))
         .route("/v3.0/threatintel/tasks", get(list_tasks))
         .route("/v3.0/threatintel/tasks/{id}", get(get_task))
         .fallback(|req: Request| async move {
-            v1_error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("No API at {} {}", req.method(), req.uri().path()),
-            )
+            v1_error(StatusCode::NOT_FOUND, "NotFound", &format!("No API at {} {}", req.method(), req.uri().path()))
         })
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), gate))
@@ -865,13 +753,8 @@ fn bad_request(message: &str) -> Response {
 
 async fn gate(State(state): State<Arc<VisionOneState>>, req: Request, next: Next) -> Response {
     state.served.fetch_add(1, Ordering::Relaxed);
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    let token_ok = auth
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .is_some_and(|t| t.trim() == state.config.token);
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let token_ok = auth.and_then(|a| a.strip_prefix("Bearer ")).is_some_and(|t| t.trim() == state.config.token);
     if !token_ok {
         let body = json!({"error": {"code": "InvalidCredentials", "message": "Invalid Credentials",
                                     "innererror": {"code": "InvalidToken", "service": "svp"}}});
@@ -880,20 +763,12 @@ async fn gate(State(state): State<Arc<VisionOneState>>, req: Request, next: Next
     if let Some(limit) = state.config.rate_limit_per_minute {
         let mut inner = state.lock();
         let now = Instant::now();
-        while inner
-            .window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-        {
+        while inner.window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
             inner.window.pop_front();
         }
         if inner.window.len() >= limit as usize {
             drop(inner);
-            return v1_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                "Too many API requests",
-            );
+            return v1_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Too many API requests");
         }
         inner.window.push_back(now);
     }
@@ -905,11 +780,7 @@ async fn gate(State(state): State<Arc<VisionOneState>>, req: Request, next: Next
             &format!("The request body exceeds the maximum size of {max} bytes"),
         )
     };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     // Past this, stop reading and answer at once; below it, read the whole oversized body
     // first so the client has finished sending and reliably sees the 413.
     let drain_limit = max.saturating_mul(16);
@@ -935,15 +806,12 @@ async fn gate(State(state): State<Arc<VisionOneState>>, req: Request, next: Next
     if total > max {
         return too_large();
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 fn iso(t: OffsetDateTime) -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&fmt)
-        .unwrap_or_default()
+    t.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
 }
 
 fn parse_time(s: &str) -> Option<OffsetDateTime> {
@@ -953,11 +821,9 @@ fn parse_time(s: &str) -> Option<OffsetDateTime> {
 fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<OffsetDateTime>, Response> {
     match q.get(name) {
         None => Ok(None),
-        Some(s) => parse_time(s).map(Some).ok_or_else(|| {
-            bad_request(&format!(
-                "Invalid {name} '{s}': expected yyyy-MM-ddThh:mm:ssZ"
-            ))
-        }),
+        Some(s) => parse_time(s)
+            .map(Some)
+            .ok_or_else(|| bad_request(&format!("Invalid {name} '{s}': expected yyyy-MM-ddThh:mm:ssZ"))),
     }
 }
 
@@ -965,17 +831,12 @@ fn top_param(q: &HashMap<String, String>, default: usize) -> Result<usize, Respo
     match q.get("top").map(String::as_str) {
         None => Ok(default),
         Some(t @ ("50" | "100" | "200")) => Ok(t.parse().unwrap_or(default)),
-        Some(other) => Err(bad_request(&format!(
-            "Invalid top '{other}': allowed values are 50, 100, 200"
-        ))),
+        Some(other) => Err(bad_request(&format!("Invalid top '{other}': allowed values are 50, 100, 200"))),
     }
 }
 
 fn origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     format!("http://{host}")
 }
 
@@ -990,11 +851,7 @@ struct PageToken {
 
 fn filter_digest(header: Option<&str>) -> String {
     header.map_or_else(String::new, |h| {
-        Sha256::digest(h.trim().as_bytes())
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        Sha256::digest(h.trim().as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
     })
 }
 
@@ -1021,16 +878,11 @@ fn page_request(
         Some(Err(_)) => return Err(bad_request("TMV1-Filter must be visible ASCII")),
     };
     if header.as_ref().is_some_and(|h| h.len() > max_filter_len) {
-        return Err(bad_request(&format!(
-            "TMV1-Filter is longer than {max_filter_len} characters"
-        )));
+        return Err(bad_request(&format!("TMV1-Filter is longer than {max_filter_len} characters")));
     }
     let filter = match &header {
         None => None,
-        Some(h) => Some(
-            filter::parse(h, fields)
-                .map_err(|e| bad_request(&format!("Invalid TMV1-Filter: {e}")))?,
-        ),
+        Some(h) => Some(filter::parse(h, fields).map_err(|e| bad_request(&format!("Invalid TMV1-Filter: {e}")))?),
     };
     let digest = filter_digest(header.as_deref());
     if let Some(token) = query.get("skipToken") {
@@ -1046,43 +898,21 @@ fn page_request(
                 "TMV1-Filter must be sent again, unchanged, with every page of a paginated request",
             ));
         }
-        return Ok(PageRequest {
-            params: tok.params,
-            offset: tok.offset,
-            top: tok.top,
-            filter,
-            digest,
-        });
+        return Ok(PageRequest { params: tok.params, offset: tok.offset, top: tok.top, filter, digest });
     }
     let top = top_param(&query, default_top)?;
     let mut params = query;
     params.remove("top");
-    Ok(PageRequest {
-        params,
-        offset: 0,
-        top,
-        filter,
-        digest,
-    })
+    Ok(PageRequest { params, offset: 0, top, filter, digest })
 }
 
 /// Slices one page and builds the `nextLink` for the rest.
-fn paginate<T: Clone>(
-    items: &[T],
-    page: &PageRequest,
-    headers: &HeaderMap,
-    path: &str,
-) -> (Vec<T>, Option<String>) {
+fn paginate<T: Clone>(items: &[T], page: &PageRequest, headers: &HeaderMap, path: &str) -> (Vec<T>, Option<String>) {
     let start = page.offset.min(items.len());
     let end = start.saturating_add(page.top).min(items.len());
     let slice = items.get(start..end).map(<[T]>::to_vec).unwrap_or_default();
     let next = (end < items.len()).then(|| {
-        let tok = PageToken {
-            offset: end,
-            top: page.top,
-            params: page.params.clone(),
-            filter: page.digest.clone(),
-        };
+        let tok = PageToken { offset: end, top: page.top, params: page.params.clone(), filter: page.digest.clone() };
         let raw = serde_json::to_vec(&tok).unwrap_or_default();
         let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         format!("{}{path}?skipToken={enc}", origin(headers))
@@ -1093,8 +923,7 @@ fn paginate<T: Clone>(
 type Q = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
 fn query_map(q: Q) -> Result<HashMap<String, String>, Response> {
-    q.map(|Query(m)| m)
-        .map_err(|e| bad_request(&format!("Invalid query string: {e}")))
+    q.map(|Query(m)| m).map_err(|e| bad_request(&format!("Invalid query string: {e}")))
 }
 
 fn multi_status(items: Vec<Value>) -> Response {
@@ -1109,13 +938,9 @@ fn item_error(status: u16, code: &str, message: &str) -> Value {
 fn json_array(body: &Bytes) -> Result<Vec<Value>, Response> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(items)) if !items.is_empty() => Ok(items),
-        Ok(Value::Array(_)) => Err(bad_request(
-            "The request body must contain at least one item",
-        )),
+        Ok(Value::Array(_)) => Err(bad_request("The request body must contain at least one item")),
         Ok(_) => Err(bad_request("The request body must be a JSON array")),
-        Err(e) => Err(bad_request(&format!(
-            "The request body is not valid JSON: {e}"
-        ))),
+        Err(e) => Err(bad_request(&format!("The request body is not valid JSON: {e}"))),
     }
 }
 
@@ -1127,24 +952,17 @@ async fn healthcheck() -> Response {
     Json(json!({"status": "available"})).into_response()
 }
 
-async fn list_detections(
-    State(state): State<Arc<VisionOneState>>,
-    headers: HeaderMap,
-    q: Q,
-) -> Response {
+async fn list_detections(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, q: Q) -> Response {
     let run = || -> Result<Response, Response> {
         let page = page_request(&headers, query_map(q)?, OAT_FILTER_FIELDS, 4000, 50)?;
         let now = OffsetDateTime::now_utc();
         let p = &page.params;
-        let d_start =
-            time_param(p, "detectedStartDateTime")?.unwrap_or(now - time::Duration::hours(1));
+        let d_start = time_param(p, "detectedStartDateTime")?.unwrap_or(now - time::Duration::hours(1));
         let d_end = time_param(p, "detectedEndDateTime")?.unwrap_or(now);
         let i_start = time_param(p, "ingestedStartDateTime")?;
         let i_end = time_param(p, "ingestedEndDateTime")?;
         if d_start > d_end {
-            return Err(bad_request(
-                "detectedStartDateTime is after detectedEndDateTime",
-            ));
+            return Err(bad_request("detectedStartDateTime is after detectedEndDateTime"));
         }
         let inner = state.lock();
         let mut matched: Vec<(OffsetDateTime, &OatDetection)> = inner
@@ -1157,10 +975,7 @@ async fn list_detections(
                     && detected <= d_end
                     && i_start.map_or(true, |s| ingested >= s)
                     && i_end.map_or(true, |e| ingested <= e);
-                let pass = page
-                    .filter
-                    .as_ref()
-                    .map_or(true, |f| f.matches(&|field| d.filter_values(field)));
+                let pass = page.filter.as_ref().map_or(true, |f| f.matches(&|field| d.filter_values(field)));
                 (in_range && pass).then_some((detected, d))
             })
             .collect();
@@ -1182,35 +997,18 @@ fn etag(id: &str, version: u64) -> String {
     format!("\"{short}\"")
 }
 
-async fn list_alerts(
-    State(state): State<Arc<VisionOneState>>,
-    headers: HeaderMap,
-    q: Q,
-) -> Response {
+async fn list_alerts(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, q: Q) -> Response {
     let run = || -> Result<Response, Response> {
-        let page = page_request(
-            &headers,
-            query_map(q)?,
-            ALERT_FILTER_FIELDS,
-            5000,
-            state.config.alert_page_size,
-        )?;
+        let page = page_request(&headers, query_map(q)?, ALERT_FILTER_FIELDS, 5000, state.config.alert_page_size)?;
         let p = &page.params;
         let now = OffsetDateTime::now_utc();
         let start = time_param(p, "startDateTime")?.unwrap_or(now - time::Duration::hours(24));
         let end = time_param(p, "endDateTime")?.unwrap_or(now);
-        let target = p
-            .get("dateTimeTarget")
-            .map_or("createdDateTime", String::as_str);
-        if !matches!(
-            target,
-            "createdDateTime" | "updatedDateTime" | "firstInvestigatedDateTime"
-        ) {
+        let target = p.get("dateTimeTarget").map_or("createdDateTime", String::as_str);
+        if !matches!(target, "createdDateTime" | "updatedDateTime" | "firstInvestigatedDateTime") {
             return Err(bad_request(&format!("Invalid dateTimeTarget '{target}'")));
         }
-        let order = p
-            .get("orderBy")
-            .map_or("createdDateTime desc", String::as_str);
+        let order = p.get("orderBy").map_or("createdDateTime desc", String::as_str);
         if order.len() > 200 {
             return Err(bad_request("orderBy is longer than 200 characters"));
         }
@@ -1223,10 +1021,7 @@ async fn list_alerts(
                 Some("desc") => true,
                 Some(o) => return Err(bad_request(&format!("Invalid orderBy direction '{o}'"))),
             };
-            if !matches!(
-                field,
-                "createdDateTime" | "updatedDateTime" | "score" | "severity" | "id"
-            ) {
+            if !matches!(field, "createdDateTime" | "updatedDateTime" | "score" | "severity" | "id") {
                 return Err(bad_request(&format!("Invalid orderBy field '{field}'")));
             }
             keys.push((field.to_string(), desc));
@@ -1242,12 +1037,8 @@ async fn list_alerts(
                     "firstInvestigatedDateTime" => a.first_investigated_date_time.as_deref(),
                     _ => Some(a.created_date_time.as_str()),
                 };
-                t.and_then(parse_time)
-                    .is_some_and(|t| t >= start && t <= end)
-                    && page
-                        .filter
-                        .as_ref()
-                        .map_or(true, |f| f.matches(&|field| a.filter_values(field)))
+                t.and_then(parse_time).is_some_and(|t| t >= start && t <= end)
+                    && page.filter.as_ref().map_or(true, |f| f.matches(&|field| a.filter_values(field)))
             })
             .cloned()
             .collect();
@@ -1265,9 +1056,7 @@ async fn list_alerts(
                     "score" => a.score.cmp(&b.score),
                     "severity" => sev_rank(&a.severity).cmp(&sev_rank(&b.severity)),
                     "id" => a.id.cmp(&b.id),
-                    "updatedDateTime" => {
-                        parse_time(&a.updated_date_time).cmp(&parse_time(&b.updated_date_time))
-                    }
+                    "updatedDateTime" => parse_time(&a.updated_date_time).cmp(&parse_time(&b.updated_date_time)),
                     _ => parse_time(&a.created_date_time).cmp(&parse_time(&b.created_date_time)),
                 };
                 let ord = if *desc { ord.reverse() } else { ord };
@@ -1288,20 +1077,11 @@ async fn list_alerts(
 }
 
 fn alert_not_found(id: &str) -> Response {
-    v1_error(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        &format!("Alert {id} not found"),
-    )
+    v1_error(StatusCode::NOT_FOUND, "NotFound", &format!("Alert {id} not found"))
 }
 
 async fn get_alert(State(state): State<Arc<VisionOneState>>, Path(id): Path<String>) -> Response {
-    let found = state
-        .lock()
-        .alerts
-        .iter()
-        .find(|r| r.alert.id == id)
-        .cloned();
+    let found = state.lock().alerts.iter().find(|r| r.alert.id == id).cloned();
     match found {
         Some(r) => {
             let mut resp = Json(&r.alert).into_response();
@@ -1315,21 +1095,10 @@ async fn get_alert(State(state): State<Arc<VisionOneState>>, Path(id): Path<Stri
 }
 
 const ALERT_STATUSES: &[&str] = &["Open", "In Progress", "Closed"];
-const INVESTIGATION_RESULTS: &[&str] = &[
-    "No Findings",
-    "Noteworthy",
-    "True Positive",
-    "False Positive",
-    "Benign True Positive",
-];
-const INVESTIGATION_STATUSES: &[&str] = &[
-    "New",
-    "In Progress",
-    "True Positive",
-    "False Positive",
-    "Benign True Positive",
-    "Closed",
-];
+const INVESTIGATION_RESULTS: &[&str] =
+    &["No Findings", "Noteworthy", "True Positive", "False Positive", "Benign True Positive"];
+const INVESTIGATION_STATUSES: &[&str] =
+    &["New", "In Progress", "True Positive", "False Positive", "Benign True Positive", "Closed"];
 
 async fn patch_alert(
     State(state): State<Arc<VisionOneState>>,
@@ -1337,11 +1106,7 @@ async fn patch_alert(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some(if_match) = headers
-        .get("if-match")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    else {
+    let Some(if_match) = headers.get("if-match").and_then(|v| v.to_str().ok()).map(str::trim) else {
         return bad_request("The If-Match header with the alert's ETag is required");
     };
     let patch: Map<String, Value> = match serde_json::from_slice(&body) {
@@ -1352,10 +1117,7 @@ async fn patch_alert(
         match patch.get(k) {
             None => Ok(None),
             Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(Some(s.clone())),
-            Some(other) => Err(bad_request(&format!(
-                "Invalid {k} {other}: allowed values are {}",
-                allowed.join(", ")
-            ))),
+            Some(other) => Err(bad_request(&format!("Invalid {k} {other}: allowed values are {}", allowed.join(", ")))),
         }
     };
     let (status, result, inv_status) = match (
@@ -1367,9 +1129,7 @@ async fn patch_alert(
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
     };
     if status.is_none() && result.is_none() && inv_status.is_none() {
-        return bad_request(
-            "Nothing to update: send status, investigationResult or investigationStatus",
-        );
+        return bad_request("Nothing to update: send status, investigationResult or investigationStatus");
     }
     let mut inner = state.lock();
     let Some(rec) = inner.alerts.iter_mut().find(|r| r.alert.id == id) else {
@@ -1427,19 +1187,13 @@ async fn add_note(
     resp
 }
 
-async fn list_objects(
-    State(state): State<Arc<VisionOneState>>,
-    headers: HeaderMap,
-    q: Q,
-) -> Response {
+async fn list_objects(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, q: Q) -> Response {
     let run = || -> Result<Response, Response> {
         let page = page_request(&headers, query_map(q)?, SO_FILTER_FIELDS, 5000, 100)?;
         let p = &page.params;
         let start = time_param(p, "startDateTime")?;
         let end = time_param(p, "endDateTime")?;
-        let order = p
-            .get("orderBy")
-            .map_or("lastModifiedDateTime desc", String::as_str);
+        let order = p.get("orderBy").map_or("lastModifiedDateTime desc", String::as_str);
         let mut words = order.split_whitespace();
         let field = words.next().unwrap_or("");
         let desc = match words.next() {
@@ -1447,10 +1201,7 @@ async fn list_objects(
             Some("desc") => true,
             Some(o) => return Err(bad_request(&format!("Invalid orderBy direction '{o}'"))),
         };
-        if !matches!(
-            field,
-            "riskLevel" | "lastModifiedDateTime" | "expiredDateTime"
-        ) {
+        if !matches!(field, "riskLevel" | "lastModifiedDateTime" | "expiredDateTime") {
             return Err(bad_request(&format!("Invalid orderBy field '{field}'")));
         }
         let inner = state.lock();
@@ -1460,10 +1211,7 @@ async fn list_objects(
             .filter(|o| {
                 start.map_or(true, |s| o.last_modified >= s)
                     && end.map_or(true, |e| o.last_modified <= e)
-                    && page
-                        .filter
-                        .as_ref()
-                        .map_or(true, |f| f.matches(&|field| o.filter_values(field)))
+                    && page.filter.as_ref().map_or(true, |f| f.matches(&|field| o.filter_values(field)))
             })
             .cloned()
             .collect();
@@ -1485,12 +1233,7 @@ async fn list_objects(
                 ord
             }
         });
-        let (items, next) = paginate(
-            &matched,
-            &page,
-            &headers,
-            "/v3.0/threatintel/suspiciousObjects",
-        );
+        let (items, next) = paginate(&matched, &page, &headers, "/v3.0/threatintel/suspiciousObjects");
         let items: Vec<Value> = items.iter().map(SuspiciousObject::to_json).collect();
         let mut body = json!({"items": items});
         if let (Some(n), Some(m)) = (next, body.as_object_mut()) {
@@ -1503,10 +1246,7 @@ async fn list_objects(
 
 /// The single type key of an item, or why there is not exactly one.
 fn item_type(item: &Map<String, Value>) -> Result<(SoType, String), String> {
-    let present: Vec<SoType> = SoType::ALL
-        .into_iter()
-        .filter(|t| item.contains_key(t.key()))
-        .collect();
+    let present: Vec<SoType> = SoType::ALL.into_iter().filter(|t| item.contains_key(t.key())).collect();
     match present.as_slice() {
         [t] => match item.get(t.key()) {
             Some(Value::String(v)) if !v.trim().is_empty() => Ok((*t, v.trim().to_string())),
@@ -1527,29 +1267,15 @@ async fn add_objects(State(state): State<Arc<VisionOneState>>, body: Bytes) -> R
     let mut inner = state.lock();
     let mut out = Vec::with_capacity(items.len());
     for item in &items {
-        out.push(
-            match add_one(
-                &mut inner,
-                item,
-                cap,
-                now,
-                state.config.default_days_to_expiration,
-            ) {
-                Ok(()) => json!({"status": 201}),
-                Err(msg) => item_error(400, "BadRequest", &msg),
-            },
-        );
+        out.push(match add_one(&mut inner, item, cap, now, state.config.default_days_to_expiration) {
+            Ok(()) => json!({"status": 201}),
+            Err(msg) => item_error(400, "BadRequest", &msg),
+        });
     }
     multi_status(out)
 }
 
-fn add_one(
-    inner: &mut Inner,
-    item: &Value,
-    cap: usize,
-    now: OffsetDateTime,
-    default_days: u32,
-) -> Result<(), String> {
+fn add_one(inner: &mut Inner, item: &Value, cap: usize, now: OffsetDateTime, default_days: u32) -> Result<(), String> {
     let Some(obj) = item.as_object() else {
         return Err("Each item must be a JSON object".into());
     };
@@ -1559,10 +1285,7 @@ fn add_one(
         match obj.get(k) {
             None => Ok(default.to_string()),
             Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(s.clone()),
-            Some(other) => Err(format!(
-                "Invalid {k} {other}: allowed values are {}",
-                allowed.join(", ")
-            )),
+            Some(other) => Err(format!("Invalid {k} {other}: allowed values are {}", allowed.join(", "))),
         }
     };
     let scan_action = pick("scanAction", &["block", "log"], "block")?;
@@ -1571,11 +1294,7 @@ fn add_one(
         None => i64::from(default_days),
         Some(Value::Number(n)) => match n.as_i64() {
             Some(d) if (0..=36_500).contains(&d) => d,
-            _ => {
-                return Err(format!(
-                    "daysToExpiration must be an integer from 0 to 36500, got {n}"
-                ))
-            }
+            _ => return Err(format!("daysToExpiration must be an integer from 0 to 36500, got {n}")),
         },
         Some(other) => return Err(format!("daysToExpiration must be an integer, got {other}")),
     };
@@ -1618,10 +1337,8 @@ async fn delete_objects(State(state): State<Arc<VisionOneState>>, body: Bytes) -
     let out = items
         .iter()
         .map(|item| {
-            let parsed = item
-                .as_object()
-                .ok_or_else(|| "Each item must be a JSON object".to_string())
-                .and_then(item_type);
+            let parsed =
+                item.as_object().ok_or_else(|| "Each item must be a JSON object".to_string()).and_then(item_type);
             match parsed {
                 Err(msg) => item_error(400, "BadRequest", &msg),
                 Ok((kind, value)) => {
@@ -1631,11 +1348,7 @@ async fn delete_objects(State(state): State<Arc<VisionOneState>>, body: Bytes) -
                         item_error(
                             404,
                             "NotFound",
-                            &format!(
-                                "{} '{}' is not in the suspicious object list",
-                                kind.key(),
-                                value
-                            ),
+                            &format!("{} '{}' is not in the suspicious object list", kind.key(), value),
                         )
                     }
                 }
@@ -1645,18 +1358,10 @@ async fn delete_objects(State(state): State<Arc<VisionOneState>>, body: Bytes) -
     multi_status(out)
 }
 
-async fn upload_report(
-    State(state): State<Arc<VisionOneState>>,
-    headers: HeaderMap,
-    req: Request,
-) -> Response {
+async fn upload_report(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, req: Request) -> Response {
     let mut multipart = match Multipart::from_request(req, &()).await {
         Ok(m) => m,
-        Err(e) => {
-            return bad_request(&format!(
-                "Expected multipart/form-data with a file part: {e}"
-            ))
-        }
+        Err(e) => return bad_request(&format!("Expected multipart/form-data with a file part: {e}")),
     };
     let mut file: Option<(String, String, Vec<u8>)> = None;
     let mut name = String::new();
@@ -1668,11 +1373,7 @@ async fn upload_report(
                 let ctype = field.content_type().unwrap_or("").to_string();
                 let data = match field.bytes().await {
                     Ok(d) => d,
-                    Err(e) => {
-                        return bad_request(&format!(
-                            "Unreadable multipart part '{field_name}': {e}"
-                        ))
-                    }
+                    Err(e) => return bad_request(&format!("Unreadable multipart part '{field_name}': {e}")),
                 };
                 match field_name.as_str() {
                     "file" => file = Some((file_name, ctype, data.to_vec())),
@@ -1692,14 +1393,7 @@ async fn upload_report(
         if name.is_empty() {
             item_error(400, "BadRequest", "reportName is required for a CSV report")
         } else {
-            store_report(
-                &state,
-                &headers,
-                name,
-                file_name,
-                "text/csv".into(),
-                content,
-            )
+            store_report(&state, &headers, name, file_name, "text/csv".into(), content)
         }
     } else {
         match serde_json::from_slice::<Value>(&content) {
@@ -1710,25 +1404,10 @@ async fn upload_report(
                 if name.is_empty() {
                     name = report_name_from_bundle(&v).unwrap_or_else(|| file_name.clone());
                 }
-                store_report(
-                    &state,
-                    &headers,
-                    name,
-                    file_name,
-                    "application/stix+json".into(),
-                    content,
-                )
+                store_report(&state, &headers, name, file_name, "application/stix+json".into(), content)
             }
-            Ok(_) => item_error(
-                400,
-                "BadRequest",
-                &format!("{file_name}: the file is not a STIX 2.x bundle"),
-            ),
-            Err(e) => item_error(
-                400,
-                "BadRequest",
-                &format!("{file_name}: the file is not valid JSON: {e}"),
-            ),
+            Ok(_) => item_error(400, "BadRequest", &format!("{file_name}: the file is not a STIX 2.x bundle")),
+            Err(e) => item_error(400, "BadRequest", &format!("{file_name}: the file is not valid JSON: {e}")),
         }
     };
     multi_status(vec![item])
@@ -1753,19 +1432,9 @@ fn store_report(
     content: Vec<u8>,
 ) -> Value {
     let id = format!("report--{}", uuid::Uuid::new_v4());
-    let location = format!(
-        "{}/v3.0/threatintel/intelligenceReports/{id}",
-        origin(headers)
-    );
+    let location = format!("{}/v3.0/threatintel/intelligenceReports/{id}", origin(headers));
     let created = OffsetDateTime::now_utc();
-    state.lock().reports.push(StoredReport {
-        id,
-        name,
-        file_name,
-        content_type,
-        content,
-        created,
-    });
+    state.lock().reports.push(StoredReport { id, name, file_name, content_type, content, created });
     json!({"status": 201, "headers": [{"name": "Location", "value": location}]})
 }
 
@@ -1774,9 +1443,34 @@ fn report_summary(r: &StoredReport) -> Value {
            "fileName": r.file_name, "contentType": r.content_type})
 }
 
-async fn list_reports(State(state): State<Arc<VisionOneState>>) -> Response {
+/// The `filter` query parameter of the threat-intel lists (same grammar as `TMV1-Filter`).
+fn query_filter(q: Q, fields: &[&str]) -> Result<Option<Filter>, Response> {
+    let q = query_map(q)?;
+    match q.get("filter").map(|f| f.trim()).filter(|f| !f.is_empty()) {
+        None => Ok(None),
+        Some(f) => filter::parse(f, fields).map(Some).map_err(|e| bad_request(&format!("Invalid filter: {e}"))),
+    }
+}
+
+async fn list_reports(State(state): State<Arc<VisionOneState>>, q: Q) -> Response {
+    let filter = match query_filter(q, &["id", "name"]) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
     let inner = state.lock();
-    let mut items: Vec<&StoredReport> = inner.reports.iter().collect();
+    let mut items: Vec<&StoredReport> = inner
+        .reports
+        .iter()
+        .filter(|r| {
+            filter.as_ref().map_or(true, |f| {
+                f.matches(&|field| match field {
+                    "id" => vec![r.id.clone()],
+                    "name" => vec![r.name.clone()],
+                    _ => Vec::new(),
+                })
+            })
+        })
+        .collect();
     items.sort_by_key(|r| std::cmp::Reverse(r.created));
     let items: Vec<Value> = items.into_iter().map(report_summary).collect();
     Json(json!({"items": items})).into_response()
@@ -1785,18 +1479,10 @@ async fn list_reports(State(state): State<Arc<VisionOneState>>) -> Response {
 async fn get_report(State(state): State<Arc<VisionOneState>>, Path(id): Path<String>) -> Response {
     match state.report(&id) {
         Some(r) => {
-            let ctype = if r.content_type == "text/csv" {
-                "text/csv"
-            } else {
-                "application/json"
-            };
+            let ctype = if r.content_type == "text/csv" { "text/csv" } else { "application/json" };
             ([(CONTENT_TYPE, ctype)], r.content).into_response()
         }
-        None => v1_error(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("Intelligence report {id} not found"),
-        ),
+        None => v1_error(StatusCode::NOT_FOUND, "NotFound", &format!("Intelligence report {id} not found")),
     }
 }
 
@@ -1816,11 +1502,7 @@ async fn delete_reports(State(state): State<Arc<VisionOneState>>, body: Bytes) -
                 if inner.reports.len() < before {
                     json!({"status": 204})
                 } else {
-                    item_error(
-                        404,
-                        "NotFound",
-                        &format!("Intelligence report {id} not found"),
-                    )
+                    item_error(404, "NotFound", &format!("Intelligence report {id} not found"))
                 }
             }
         })
@@ -1831,15 +1513,10 @@ async fn delete_reports(State(state): State<Arc<VisionOneState>>, body: Bytes) -
 /// Whether the report mentions any value marked seen (in its patterns or anywhere in the file).
 fn report_hits(report: &StoredReport, seen: &HashSet<String>) -> bool {
     let text = String::from_utf8_lossy(&report.content);
-    seen.iter()
-        .any(|v| !v.is_empty() && text.contains(v.as_str()))
+    seen.iter().any(|v| !v.is_empty() && text.contains(v.as_str()))
 }
 
-async fn sweep_reports(
-    State(state): State<Arc<VisionOneState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn sweep_reports(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, body: Bytes) -> Response {
     let items = match json_array(&body) {
         Ok(i) => i,
         Err(e) => return e,
@@ -1849,11 +1526,7 @@ async fn sweep_reports(
     let mut out = Vec::with_capacity(items.len());
     for item in &items {
         let Some(id) = item.get("id").and_then(Value::as_str) else {
-            out.push(item_error(
-                400,
-                "BadRequest",
-                "Each item needs the report id",
-            ));
+            out.push(item_error(400, "BadRequest", "Each item needs the report id"));
             continue;
         };
         let sweep_type = match item.get("sweepType") {
@@ -1869,20 +1542,12 @@ async fn sweep_reports(
             }
         };
         let Some(report) = inner.reports.iter().find(|r| r.id == id) else {
-            out.push(item_error(
-                404,
-                "NotFound",
-                &format!("Intelligence report {id} not found"),
-            ));
+            out.push(item_error(404, "NotFound", &format!("Intelligence report {id} not found")));
             continue;
         };
         let is_hit = report_hits(report, &inner.seen);
         let task_id = uuid::Uuid::new_v4().to_string();
-        let description = item
-            .get("description")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let description = item.get("description").and_then(Value::as_str).unwrap_or("").to_string();
         inner.sweeps.push(SweepTask {
             id: task_id.clone(),
             report_id: id.to_string(),
@@ -1901,11 +1566,7 @@ async fn sweep_reports(
 fn task_json(t: &SweepTask, cfg: &VisionOneConfig) -> Value {
     let status = if t.polls <= cfg.sweep_notstarted_polls {
         "notstarted"
-    } else if t.polls
-        <= cfg
-            .sweep_notstarted_polls
-            .saturating_add(cfg.sweep_running_polls)
-    {
+    } else if t.polls <= cfg.sweep_notstarted_polls.saturating_add(cfg.sweep_running_polls) {
         "running"
     } else {
         "succeeded"
@@ -1924,23 +1585,33 @@ fn task_json(t: &SweepTask, cfg: &VisionOneConfig) -> Value {
 async fn get_task(State(state): State<Arc<VisionOneState>>, Path(id): Path<String>) -> Response {
     let mut inner = state.lock();
     let Some(t) = inner.sweeps.iter_mut().find(|t| t.id == id) else {
-        return v1_error(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("Task {id} not found"),
-        );
+        return v1_error(StatusCode::NOT_FOUND, "NotFound", &format!("Task {id} not found"));
     };
     t.polls = t.polls.saturating_add(1);
     let body = task_json(t, &state.config);
     Json(body).into_response()
 }
 
-async fn list_tasks(State(state): State<Arc<VisionOneState>>) -> Response {
+async fn list_tasks(State(state): State<Arc<VisionOneState>>, q: Q) -> Response {
+    let filter = match query_filter(q, &["id", "sweepType", "isHit", "status"]) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
     let inner = state.lock();
+    // Listing does not advance a task: only polling it by id does.
     let items: Vec<Value> = inner
         .sweeps
         .iter()
         .map(|t| task_json(t, &state.config))
+        .filter(|v| {
+            filter.as_ref().map_or(true, |f| {
+                f.matches(&|field| match v.get(field) {
+                    Some(Value::String(s)) => vec![s.clone()],
+                    Some(Value::Bool(b)) => vec![b.to_string()],
+                    _ => Vec::new(),
+                })
+            })
+        })
         .collect();
     Json(json!({"items": items})).into_response()
 }
@@ -1960,41 +1631,12 @@ mod tests {
     fn so_items_validate_type_keys_and_days_to_expiration() {
         let mut inner = Inner::default();
         let now = OffsetDateTime::now_utc();
-        assert!(add_one(
-            &mut inner,
-            &json!({"domain": "evil.example", "daysToExpiration": 30}),
-            10,
-            now,
-            30
-        )
-        .is_ok());
-        let e = add_one(
-            &mut inner,
-            &json!({"domain": "evil.example", "daysToExpiration": "90"}),
-            10,
-            now,
-            30,
-        );
-        assert!(e
-            .unwrap_err()
-            .contains("daysToExpiration must be an integer"));
-        assert!(add_one(
-            &mut inner,
-            &json!({"domain": "a.example", "url": "http://a.example/"}),
-            10,
-            now,
-            30
-        )
-        .is_err());
+        assert!(add_one(&mut inner, &json!({"domain": "evil.example", "daysToExpiration": 30}), 10, now, 30).is_ok());
+        let e = add_one(&mut inner, &json!({"domain": "evil.example", "daysToExpiration": "90"}), 10, now, 30);
+        assert!(e.unwrap_err().contains("daysToExpiration must be an integer"));
+        assert!(add_one(&mut inner, &json!({"domain": "a.example", "url": "http://a.example/"}), 10, now, 30).is_err());
         assert!(add_one(&mut inner, &json!({"fileSha1": "xyz"}), 10, now, 30).is_err());
-        assert!(add_one(
-            &mut inner,
-            &json!({"ip": "1.2.3.4", "scanAction": "quarantine"}),
-            10,
-            now,
-            30
-        )
-        .is_err());
+        assert!(add_one(&mut inner, &json!({"ip": "1.2.3.4", "scanAction": "quarantine"}), 10, now, 30).is_err());
         assert!(add_one(&mut inner, &json!("domain"), 10, now, 30).is_err());
         assert_eq!(inner.objects.len(), 1);
     }
@@ -2004,25 +1646,11 @@ mod tests {
         let mut inner = Inner::default();
         let now = OffsetDateTime::now_utc();
         assert!(add_one(&mut inner, &json!({"domain": "a.example"}), 1, now, 30).is_ok());
-        assert!(add_one(
-            &mut inner,
-            &json!({"domain": "a.example", "riskLevel": "low"}),
-            1,
-            now,
-            30
-        )
-        .is_ok());
+        assert!(add_one(&mut inner, &json!({"domain": "a.example", "riskLevel": "low"}), 1, now, 30).is_ok());
         let e = add_one(&mut inner, &json!({"domain": "b.example"}), 1, now, 30).unwrap_err();
         assert_eq!(e, "The number of objects exceeds the maximum limit");
         assert!(add_one(&mut inner, &json!({"ip": "192.0.2.1"}), 1, now, 30).is_ok());
-        assert_eq!(
-            inner
-                .objects
-                .iter()
-                .find(|o| o.value == "a.example")
-                .map(|o| o.risk_level.as_str()),
-            Some("low")
-        );
+        assert_eq!(inner.objects.iter().find(|o| o.value == "a.example").map(|o| o.risk_level.as_str()), Some("low"));
     }
 
     #[test]
@@ -2046,20 +1674,11 @@ mod tests {
 
     #[test]
     fn detection_builder_has_the_fields_filters_use() {
-        let d = OatDetection::c2_url(
-            "u1",
-            OffsetDateTime::now_utc(),
-            "high",
-            "ws-01",
-            "http://evil.example:8080/x",
-        );
+        let d = OatDetection::c2_url("u1", OffsetDateTime::now_utc(), "high", "ws-01", "http://evil.example:8080/x");
         assert_eq!(d.filter_values("filterMitreTacticId"), vec!["TA0011"]);
         assert_eq!(d.filter_values("endpointName"), vec!["ws-01"]);
         let v = serde_json::to_value(&d).unwrap();
-        assert_eq!(
-            v["filters"][0]["highlightedObjects"][1]["value"],
-            "evil.example"
-        );
+        assert_eq!(v["filters"][0]["highlightedObjects"][1]["value"], "evil.example");
         assert_eq!(v["filters"][0]["type"], "preset");
         assert!(v["detail"]["endpointGuid"].is_string());
     }
