@@ -67,16 +67,9 @@ pub struct MispRestConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum MispConfigError {
     #[error("source {source_id}: url {url:?} is not an http(s) URL: {reason}")]
-    Url {
-        source_id: String,
-        url: String,
-        reason: String,
-    },
+    Url { source_id: String, url: String, reason: String },
     #[error("source {source_id}: api_key: {error}")]
-    Secret {
-        source_id: String,
-        error: SecretError,
-    },
+    Secret { source_id: String, error: SecretError },
     #[error("source {source_id}: full_read_every {value:?} is not a duration like 24h or 7d")]
     Duration { source_id: String, value: String },
     #[error(transparent)]
@@ -99,10 +92,7 @@ impl MispCursor {
         }
         let timestamp = parts.next()?.parse().ok()?;
         let full_read_at = parts.next()?.parse().ok()?;
-        Some(MispCursor {
-            timestamp,
-            full_read_at,
-        })
+        Some(MispCursor { timestamp, full_read_at })
     }
 
     pub fn render(&self) -> String {
@@ -143,20 +133,11 @@ pub struct MispSource {
 
 impl MispSource {
     pub fn from_config(id: String, config: &MispRestConfig) -> Result<Self, MispConfigError> {
-        let api_key = config
-            .api_key
-            .resolve()
-            .map_err(|error| MispConfigError::Secret {
-                source_id: id.clone(),
-                error,
-            })?;
+        let api_key =
+            config.api_key.resolve().map_err(|error| MispConfigError::Secret { source_id: id.clone(), error })?;
         let full_read_every = match &config.full_read_every {
-            Some(text) => tibridge_core::timestamp::parse_duration(text).ok_or_else(|| {
-                MispConfigError::Duration {
-                    source_id: id.clone(),
-                    value: text.clone(),
-                }
-            })?,
+            Some(text) => tibridge_core::timestamp::parse_duration(text)
+                .ok_or_else(|| MispConfigError::Duration { source_id: id.clone(), value: text.clone() })?,
             None => DEFAULT_FULL_READ_EVERY,
         };
         let client = config.http.builder(id.clone(), None).build()?;
@@ -170,12 +151,7 @@ impl MispSource {
         Ok(source)
     }
 
-    pub fn new(
-        id: String,
-        url: &str,
-        api_key: Secret,
-        client: HttpClient,
-    ) -> Result<Self, MispConfigError> {
+    pub fn new(id: String, url: &str, api_key: Secret, client: HttpClient) -> Result<Self, MispConfigError> {
         let base_url = base_url(url).map_err(|reason| MispConfigError::Url {
             source_id: id.clone(),
             url: url.to_string(),
@@ -245,10 +221,7 @@ impl MispSource {
     }
 
     fn unavailable(&self, reason: impl Into<String>) -> SourceError {
-        SourceError::Unavailable {
-            source_id: self.id.clone(),
-            reason: reason.into(),
-        }
+        SourceError::Unavailable { source_id: self.id.clone(), reason: reason.into() }
     }
 
     async fn fetch_page(&self, page: u32, since: Option<i64>) -> Result<HttpReply, SourceError> {
@@ -256,8 +229,7 @@ impl MispSource {
             .base_url
             .join("attributes/restSearch")
             .map_err(|e| self.unavailable(format!("cannot build the URL: {e}")))?;
-        let body = serde_json::to_vec(&self.search_body(page, since))
-            .map_err(|e| self.unavailable(e.to_string()))?;
+        let body = serde_json::to_vec(&self.search_body(page, since)).map_err(|e| self.unavailable(e.to_string()))?;
         let reply = self
             .client
             .send(&format!("attributes restSearch page {page}"), |http| {
@@ -277,10 +249,9 @@ impl MispSource {
                 reply.status.as_u16(),
                 reply.excerpt()
             ))),
-            status => Err(self.unavailable(format!(
-                "attributes restSearch page {page}: HTTP {status}: {}",
-                reply.excerpt()
-            ))),
+            status => {
+                Err(self.unavailable(format!("attributes restSearch page {page}: HTTP {status}: {}", reply.excerpt())))
+            }
         }
     }
 }
@@ -318,56 +289,34 @@ impl Source for MispSource {
         )
     }
 
-    async fn read(
-        &self,
-        cursor: Option<String>,
-        out: ObservationBatches,
-    ) -> Result<ReadSummary, SourceError> {
+    async fn read(&self, cursor: Option<String>, out: ObservationBatches) -> Result<ReadSummary, SourceError> {
         let started = tibridge_core::timestamp::now();
         let previous = cursor.as_deref().and_then(MispCursor::parse);
         let full = full_read_due(previous, started, self.full_read_every);
-        let since = if full {
-            None
-        } else {
-            previous.map(|c| c.timestamp)
-        };
+        let since = if full { None } else { previous.map(|c| c.timestamp) };
 
         let mut collector = Collector::new(&self.id, out);
-        collector.set_filter(
-            Some(self.filter.clone()),
-            if full {
-                Unmatched::Drop
-            } else {
-                Unmatched::Retract
-            },
-        );
+        collector.set_filter(Some(self.filter.clone()), if full { Unmatched::Drop } else { Unmatched::Retract });
         let mut page = 1u32;
         loop {
             let reply = self.fetch_page(page, since).await?;
             let result_count = header_count(&reply, "x-result-count");
             let skipped_count = header_count(&reply, "x-skipped-elements-count").unwrap_or(0);
-            let (back, parsed, error) = parse_on_blocking_thread(collector, reply.body)
-                .await
-                .map_err(|e| self.unavailable(e))?;
+            let (back, parsed, error) =
+                parse_on_blocking_thread(collector, reply.body).await.map_err(|e| self.unavailable(e))?;
             collector = back;
             if let Some(error) = error {
-                return Err(self.unavailable(format!(
-                    "attributes restSearch page {page} is not MISP JSON: {error}"
-                )));
+                return Err(self.unavailable(format!("attributes restSearch page {page} is not MISP JSON: {error}")));
             }
             if collector.cancelled {
-                return Err(SourceError::Cancelled {
-                    source_id: self.id.clone(),
-                });
+                return Err(SourceError::Cancelled { source_id: self.id.clone() });
             }
             let count = result_count.unwrap_or(parsed);
             if count + skipped_count < u64::from(self.page_size) {
                 break;
             }
             if page >= MAX_PAGES {
-                return Err(self.unavailable(format!(
-                    "gave up after {MAX_PAGES} pages without reaching the end"
-                )));
+                return Err(self.unavailable(format!("gave up after {MAX_PAGES} pages without reaching the end")));
             }
             page += 1;
         }
@@ -378,30 +327,18 @@ impl Source for MispSource {
             .await
             .map_err(|e| self.unavailable(format!("the parser stopped: {e}")))?;
         if cancelled {
-            return Err(SourceError::Cancelled {
-                source_id: self.id.clone(),
-            });
+            return Err(SourceError::Cancelled { source_id: self.id.clone() });
         }
         let timestamp = match (previous.map(|c| c.timestamp), max_seen) {
             (Some(a), Some(b)) => a.max(b),
             (a, b) => a.or(b).unwrap_or(0),
         };
-        let full_read_at = if full {
-            started
-        } else {
-            previous.map_or(started, |c| c.full_read_at)
-        };
+        let full_read_at = if full { started } else { previous.map_or(started, |c| c.full_read_at) };
         Ok(ReadSummary {
             complete: full,
             items_read,
             skipped,
-            next_cursor: Some(
-                MispCursor {
-                    timestamp,
-                    full_read_at,
-                }
-                .render(),
-            ),
+            next_cursor: Some(MispCursor { timestamp, full_read_at }.render()),
         })
     }
 }
@@ -420,10 +357,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_means_full_read() {
-        let c = MispCursor {
-            timestamp: 1_700_000_000,
-            full_read_at: 1_699_990_000,
-        };
+        let c = MispCursor { timestamp: 1_700_000_000, full_read_at: 1_699_990_000 };
         assert_eq!(MispCursor::parse(&c.render()), Some(c));
         assert_eq!(MispCursor::parse("v2:1:2"), None);
         assert_eq!(MispCursor::parse("v1:x:2"), None);
@@ -434,40 +368,147 @@ mod tests {
 
     #[test]
     fn the_search_body_never_filters_what_would_hide_deletions() {
-        let client = crate::http::HttpClientBuilder::new("m")
-            .build()
-            .expect("client");
-        let source = MispSource::new(
-            "m".into(),
-            "https://misp.example/sub",
-            Secret::new("k"),
-            client,
-        )
-        .expect("source")
-        .with_filter(AttributeFilter {
-            to_ids_only: true,
-            types: vec!["domain".into()],
-            ..AttributeFilter::default()
-        })
-        .with_page_size(500);
+        let client = crate::http::HttpClientBuilder::new("m").build().expect("client");
+        let source = MispSource::new("m".into(), "https://misp.example/sub", Secret::new("k"), client)
+            .expect("source")
+            .with_filter(AttributeFilter {
+                to_ids_only: true,
+                types: vec!["domain".into()],
+                ..AttributeFilter::default()
+            })
+            .with_page_size(500);
         let body = source.search_body(3, Some(1_700_000_000));
         assert_eq!(body["page"], 3);
         assert_eq!(body["limit"], 500);
         assert_eq!(body["deleted"], serde_json::json!([0, 1]));
         assert_eq!(body["includeEventTags"], 1);
         assert_eq!(body["attribute_timestamp"], 1_700_000_000);
+        assert!(body.get("to_ids").is_none() && body.get("type").is_none() && body.get("tags").is_none());
+        assert_eq!(source.base_url.join("attributes/restSearch").expect("join").path(), "/sub/attributes/restSearch");
+    }
+
+    // ---- against the lab MISP (contract A.2 as `tibridge_lab::misp` plays it)
+
+    use crate::http::{HttpClientBuilder, RetryPolicy};
+    use std::time::Duration;
+    use tibridge_core::Observation;
+    use tibridge_lab::misp::{generate_dataset, MispState};
+    use tibridge_lab::{FaultConfig, FaultHandle};
+    use tokio::sync::mpsc;
+
+    const KEY: &str = "lab-misp-key-00000000000000000000000000";
+
+    async fn lab(faults: FaultConfig) -> (tibridge_lab::RunningServer, Arc<MispState>) {
+        let state = MispState::new(generate_dataset(4, 25, 42), KEY);
+        let server = tibridge_lab::serve(
+            tibridge_lab::misp::router(state.clone()),
+            FaultHandle::new(faults),
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .await
+        .expect("lab serves");
+        (server, state)
+    }
+
+    fn source(server: &tibridge_lab::RunningServer, key: &str) -> MispSource {
+        let retry = RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(50),
+            max_total: Duration::from_secs(20),
+        };
+        let client = HttpClientBuilder::new("misp-test").retry(retry).build().expect("client");
+        MispSource::new("misp-test".into(), &server.base_url(), Secret::new(key), client)
+            .expect("source")
+            .with_page_size(7)
+    }
+
+    async fn read(source: &MispSource, cursor: Option<String>) -> (Result<ReadSummary, SourceError>, Vec<Observation>) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let collect = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Some(batch) = rx.recv().await {
+                all.extend(batch);
+            }
+            all
+        });
+        let summary = source.read(cursor, tx).await;
+        (summary, collect.await.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn full_then_incremental_reads_see_new_and_soft_deleted_attributes() {
+        let (server, state) =
+            lab(FaultConfig { error_5xx_ratio: 0.2, drop_ratio: 0.1, seed: Some(11), ..FaultConfig::default() }).await;
+        let source = source(&server, KEY);
+
+        let (summary, _) = read(&source, None).await;
+        let summary = summary.expect("full read");
+        assert!(summary.complete);
+        assert_eq!(summary.items_read, state.attribute_count() as u64, "every page read through the faults");
+        let cursor = summary.next_cursor.expect("cursor");
+
+        let event = state.add_event("fresh intel", &["tlp:green"], true);
+        let fresh = state.add_attribute(event, "domain", "fresh.example", true, &[]).expect("add");
+        let gone = state.add_attribute(event, "domain", "gone.example", true, &[]).expect("add");
+        state.soft_delete_attribute(&gone.uuid).expect("soft delete");
+
+        let (summary, obs) = read(&source, Some(cursor.clone())).await;
+        let summary = summary.expect("incremental read");
+        assert!(!summary.complete, "an incremental read never retires anything");
+        assert!(summary.items_read < 10, "only what changed: {}", summary.items_read);
+        let fresh_obs = obs.iter().find(|o| o.source_ref == fresh.uuid).expect("fresh seen");
         assert!(
-            body.get("to_ids").is_none()
-                && body.get("type").is_none()
-                && body.get("tags").is_none()
+            !fresh_obs.deleted && fresh_obs.tlp == Some(tibridge_core::Tlp::Green),
+            "event tag inherited: {fresh_obs:?}"
         );
-        assert_eq!(
-            source
-                .base_url
-                .join("attributes/restSearch")
-                .expect("join")
-                .path(),
-            "/sub/attributes/restSearch"
-        );
+        assert!(obs.iter().any(|o| o.source_ref == gone.uuid && o.deleted), "soft delete seen");
+        let next = MispCursor::parse(summary.next_cursor.as_deref().unwrap_or("")).expect("cursor");
+        assert_eq!(next.full_read_at, MispCursor::parse(&cursor).expect("cursor").full_read_at);
+        assert!(next.timestamp >= gone.timestamp);
+
+        // A full read is due again once `full_read_every` has passed.
+        let source = source.with_full_read_every(0);
+        let (summary, _) = read(&source, summary.next_cursor).await;
+        assert!(summary.expect("full").complete);
+    }
+
+    #[tokio::test]
+    async fn an_attribute_that_stops_matching_the_filter_is_retracted() {
+        let (server, state) = lab(FaultConfig::default()).await;
+        let source =
+            source(&server, KEY).with_filter(AttributeFilter { to_ids_only: true, ..AttributeFilter::default() });
+        let event = state.add_event("e", &[], true);
+        let a = state.add_attribute(event, "domain", "flip.example", true, &[]).expect("add");
+        let (summary, obs) = read(&source, None).await;
+        let cursor = summary.expect("full").next_cursor;
+        assert!(obs.iter().any(|o| o.source_ref == a.uuid && !o.deleted));
+        state.edit_attribute(&a.uuid, |x| x.to_ids = false).expect("edit");
+        let (summary, obs) = read(&source, cursor).await;
+        assert!(summary.is_ok());
+        assert!(obs.iter().any(|o| o.source_ref == a.uuid && o.deleted), "to_ids switched off = retraction: {obs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_broken_or_refusing_misp_is_unavailable_never_empty() {
+        let (server, state) = lab(FaultConfig::default()).await;
+        let (summary, _) = read(&source(&server, "wrong-key"), None).await;
+        let Err(SourceError::Unavailable { reason, .. }) = summary else { panic!("expected Unavailable") };
+        assert!(reason.contains("refused") && !reason.contains("wrong-key"), "{reason}");
+        state.set_down(true);
+        let src = source(&server, KEY);
+        let src = MispSource {
+            client: HttpClientBuilder::new("m")
+                .retry(RetryPolicy {
+                    max_attempts: 2,
+                    initial_backoff: Duration::from_millis(1),
+                    ..RetryPolicy::default()
+                })
+                .build()
+                .expect("client"),
+            ..src
+        };
+        let (summary, _) = read(&src, None).await;
+        assert!(matches!(summary, Err(SourceError::Unavailable { .. })));
     }
 }
