@@ -52,23 +52,15 @@ impl Allowlist {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let (token, rest) = trimmed
-                .split_once(char::is_whitespace)
-                .unwrap_or((trimmed, ""));
+            let (token, rest) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed, ""));
             // A '#' glued to a non-URL entry starts its comment; in a URL it is a fragment.
             let (token, glued) = match token.split_once('#') {
                 Some((before, after)) if !token.contains("://") => (before, after),
                 _ => (token, ""),
             };
-            let reason = format!("{glued} {}", rest.trim().trim_start_matches('#'))
-                .trim()
-                .to_string();
+            let reason = format!("{glued} {}", rest.trim().trim_start_matches('#')).trim().to_string();
             match read_entry(token) {
-                Ok(indicator) => list.add(Entry {
-                    line,
-                    indicator,
-                    reason: (!reason.is_empty()).then_some(reason),
-                }),
+                Ok(indicator) => list.add(Entry { line, indicator, reason: (!reason.is_empty()).then_some(reason) }),
                 Err(reason) => errors.push(AllowlistError { line, reason }),
             }
         }
@@ -84,14 +76,9 @@ impl Allowlist {
         self.exact.insert(entry.indicator.clone(), index);
         match entry.indicator.kind {
             IndicatorKind::Domain => {
-                self.domains
-                    .entry(entry.indicator.value.clone())
-                    .or_insert(index);
+                self.domains.entry(entry.indicator.value.clone()).or_insert(index);
             }
-            IndicatorKind::Ipv4
-            | IndicatorKind::Ipv6
-            | IndicatorKind::Ipv4Cidr
-            | IndicatorKind::Ipv6Cidr => {
+            IndicatorKind::Ipv4 | IndicatorKind::Ipv6 | IndicatorKind::Ipv4Cidr | IndicatorKind::Ipv6Cidr => {
                 if let Some(net) = parse_net(&entry.indicator.value) {
                     self.networks.insert(net, index);
                 }
@@ -130,13 +117,8 @@ impl Allowlist {
                 Some(net) => self.networks.overlapping(net),
                 None => url_host(value).and_then(|host| self.domain(&host.to_lowercase())),
             },
-            IndicatorKind::Email => value
-                .rsplit_once('@')
-                .and_then(|(_, domain)| self.domain(&domain.to_lowercase())),
-            IndicatorKind::Ipv4
-            | IndicatorKind::Ipv6
-            | IndicatorKind::Ipv4Cidr
-            | IndicatorKind::Ipv6Cidr => {
+            IndicatorKind::Email => value.rsplit_once('@').and_then(|(_, domain)| self.domain(&domain.to_lowercase())),
+            IndicatorKind::Ipv4 | IndicatorKind::Ipv6 | IndicatorKind::Ipv4Cidr | IndicatorKind::Ipv6Cidr => {
                 parse_net(value).and_then(|net| self.networks.overlapping(net))
             }
             IndicatorKind::Md5 | IndicatorKind::Sha1 | IndicatorKind::Sha256 => None,
@@ -158,8 +140,7 @@ fn read_entry(token: &str) -> Result<Indicator, String> {
         Ok(indicator) => return Ok(indicator),
         Err(e) => e,
     };
-    let kind = shape_kind(token)
-        .ok_or_else(|| format!("{token:?} is not an indicator value: {detected}"))?;
+    let kind = shape_kind(token).ok_or_else(|| format!("{token:?} is not an indicator value: {detected}"))?;
     normalize(kind, token).map_err(|e| format!("{token:?} is not a valid {kind}: {e}"))
 }
 
@@ -186,10 +167,8 @@ fn shape_kind(token: &str) -> Option<IndicatorKind> {
             _ => None,
         };
     }
-    let looks_like_domain = token.contains('.')
-        && token
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    let looks_like_domain =
+        token.contains('.') && token.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_'));
     looks_like_domain.then_some(IndicatorKind::Domain)
 }
 
@@ -222,18 +201,15 @@ partner.example#glued comment
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].line, 9);
         assert_eq!(
-            list.matching(&ind(IndicatorKind::Domain, "cdn.example.com"))
-                .as_deref(),
+            list.matching(&ind(IndicatorKind::Domain, "cdn.example.com")).as_deref(),
             Some("line 2: cdn.example.com (our CDN)")
         );
         assert_eq!(
-            list.matching(&ind(IndicatorKind::Ipv4, "10.20.30.40"))
-                .as_deref(),
+            list.matching(&ind(IndicatorKind::Ipv4, "10.20.30.40")).as_deref(),
             Some("line 3: 10.0.0.0/8 (internal networks)")
         );
         assert_eq!(
-            list.matching(&ind(IndicatorKind::Domain, "partner.example"))
-                .as_deref(),
+            list.matching(&ind(IndicatorKind::Domain, "partner.example")).as_deref(),
             Some("line 10: partner.example (glued comment)")
         );
     }
@@ -245,16 +221,10 @@ partner.example#glued comment
         assert!(hit(IndicatorKind::Domain, "img.cdn.example.com"));
         assert!(hit(IndicatorKind::Url, "http://img.cdn.example.com/a.js"));
         assert!(hit(IndicatorKind::Email, "ops@cdn.example.com"));
-        assert!(
-            !hit(IndicatorKind::Domain, "example.com"),
-            "a subdomain entry does not cover its parent"
-        );
+        assert!(!hit(IndicatorKind::Domain, "example.com"), "a subdomain entry does not cover its parent");
         assert!(!hit(IndicatorKind::Domain, "evilcdn.example.com"));
         assert!(hit(IndicatorKind::Ipv4Cidr, "10.1.0.0/16"));
-        assert!(
-            hit(IndicatorKind::Ipv4Cidr, "192.0.2.0/24"),
-            "the network holds an allowed address"
-        );
+        assert!(hit(IndicatorKind::Ipv4Cidr, "192.0.2.0/24"), "the network holds an allowed address");
         assert!(!hit(IndicatorKind::Ipv4, "192.0.2.11"));
         assert!(hit(IndicatorKind::Url, "http://10.0.0.5/x"));
         assert!(hit(IndicatorKind::Ipv6, "2001:db8::5"));
@@ -262,10 +232,7 @@ partner.example#glued comment
         assert!(!hit(IndicatorKind::Md5, "d41d8cd98f00b204e9800998ecf8427f"));
         assert!(hit(IndicatorKind::Email, "ceo@corp.example"));
         assert!(!hit(IndicatorKind::Email, "cfo@corp.example"));
-        assert!(!hit(
-            IndicatorKind::Url,
-            "https://intranet.example.net/other"
-        ));
+        assert!(!hit(IndicatorKind::Url, "https://intranet.example.net/other"));
     }
 
     #[test]
@@ -275,9 +242,6 @@ partner.example#glued comment
         let (list, errors) = Allowlist::parse("\u{0}\u{feff}\n### \n  \t\n%%%% ###\n");
         assert!(list.is_empty());
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert_eq!(
-            list.matching(&ind(IndicatorKind::Domain, "a.example")),
-            None
-        );
+        assert_eq!(list.matching(&ind(IndicatorKind::Domain, "a.example")), None);
     }
 }

@@ -27,10 +27,7 @@ impl Bits for u32 {
         }
     }
     fn last_of(self, len: u8) -> Self {
-        self.mask(len)
-            | !(u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0))
+        self.mask(len) | !(u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0))
     }
 }
 
@@ -44,10 +41,7 @@ impl Bits for u128 {
         }
     }
     fn last_of(self, len: u8) -> Self {
-        self.mask(len)
-            | !(u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0))
+        self.mask(len) | !(u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0))
     }
 }
 
@@ -62,11 +56,7 @@ struct Family<A> {
 
 impl<A: Bits> Default for Family<A> {
     fn default() -> Self {
-        Family {
-            lens: Vec::new(),
-            exact: HashMap::new(),
-            starts: Vec::new(),
-        }
+        Family { lens: Vec::new(), exact: HashMap::new(), starts: Vec::new() }
     }
 }
 
@@ -85,8 +75,7 @@ impl<A: Bits> Family<A> {
     }
 
     fn finish(&mut self) {
-        self.starts
-            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        self.starts.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     }
 
     fn overlapping(&self, addr: A, len: u8) -> Option<usize> {
@@ -123,12 +112,8 @@ impl NetSet {
     /// last insert.
     pub(crate) fn insert(&mut self, net: IpNet, value: usize) {
         match net {
-            IpNet::V4(n) => self
-                .v4
-                .insert(u32::from(n.network()), n.prefix_len(), value),
-            IpNet::V6(n) => self
-                .v6
-                .insert(u128::from(n.network()), n.prefix_len(), value),
+            IpNet::V4(n) => self.v4.insert(u32::from(n.network()), n.prefix_len(), value),
+            IpNet::V6(n) => self.v6.insert(u128::from(n.network()), n.prefix_len(), value),
         }
     }
 
@@ -150,6 +135,62 @@ impl NetSet {
     }
 }
 
+/// Networks merged into disjoint sorted ranges: answers only "does anything overlap?",
+/// with one binary search and no hashing (the warninglists' question; the allowlist, which
+/// must say which entry hit, uses [`NetSet`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RangeSet {
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+    count: usize,
+}
+
+impl RangeSet {
+    pub(crate) fn from_nets(nets: impl IntoIterator<Item = IpNet>) -> RangeSet {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        let mut count = 0;
+        for net in nets {
+            count += 1;
+            match net {
+                IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
+                IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
+            }
+        }
+        RangeSet { v4: merge(v4), v6: merge(v6), count }
+    }
+
+    /// How many networks went in (before merging).
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(crate) fn overlaps(&self, net: IpNet) -> bool {
+        match net {
+            IpNet::V4(n) => overlaps(&self.v4, u32::from(n.network()), u32::from(n.broadcast())),
+            IpNet::V6(n) => overlaps(&self.v6, u128::from(n.network()), u128::from(n.broadcast())),
+        }
+    }
+}
+
+fn merge<A: Copy + Ord>(mut ranges: Vec<(A, A)>) -> Vec<(A, A)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(A, A)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+fn overlaps<A: Copy + Ord>(ranges: &[(A, A)], first: A, last: A) -> bool {
+    // The last range starting at or before `last` is the only one that can overlap.
+    let after = ranges.partition_point(|(start, _)| *start <= last);
+    after.checked_sub(1).and_then(|i| ranges.get(i)).is_some_and(|(_, end)| *end >= first)
+}
+
 /// Reads `1.2.3.4`, `1.2.3.0/24`, `2001:db8::/32` (any case); host bits in a CIDR are
 /// cleared (`10.1.2.3/8` is `10.0.0.0/8`).
 pub(crate) fn parse_net(text: &str) -> Option<IpNet> {
@@ -164,10 +205,7 @@ pub(crate) fn parse_net(text: &str) -> Option<IpNet> {
 /// The host of a URL (`scheme://host[:port]/...`) when it is an IP literal.
 pub(crate) fn url_ip_host(url: &str) -> Option<IpNet> {
     let host = url_host(url)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     host.parse::<IpAddr>().ok().map(IpNet::from)
 }
 
@@ -180,10 +218,7 @@ pub(crate) fn url_host(url: &str) -> Option<&str> {
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = rest.get(..end)?;
-    let host_port = authority
-        .rsplit_once('@')
-        .map(|(_, h)| h)
-        .unwrap_or(authority);
+    let host_port = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
     let host = if host_port.starts_with('[') {
         match host_port.find(']') {
             Some(close) => host_port.get(..=close)?,
@@ -200,10 +235,7 @@ pub(crate) fn url_host(url: &str) -> Option<&str> {
 pub(crate) fn label_suffixes(host: &str) -> impl Iterator<Item = &str> {
     let host = host.trim_end_matches('.');
     std::iter::once(host)
-        .chain(
-            host.match_indices('.')
-                .filter_map(move |(at, _)| host.get(at + 1..)),
-        )
+        .chain(host.match_indices('.').filter_map(move |(at, _)| host.get(at + 1..)))
         .filter(|s| !s.is_empty())
 }
 
@@ -229,11 +261,7 @@ mod tests {
         let s = set(&["10.0.0.0/8", "192.168.1.7", "2001:DB8::/32", "0.0.0.0/32"]);
         assert_eq!(hit(&s, "10.1.2.3"), Some(0));
         assert_eq!(hit(&s, "10.9.0.0/16"), Some(0));
-        assert_eq!(
-            hit(&s, "8.0.0.0/6"),
-            Some(0),
-            "the query network contains 10/8"
-        );
+        assert_eq!(hit(&s, "8.0.0.0/6"), Some(0), "the query network contains 10/8");
         assert_eq!(hit(&s, "192.168.1.7"), Some(1));
         assert_eq!(hit(&s, "192.168.0.0/16"), Some(1));
         assert_eq!(hit(&s, "192.168.1.8"), None);
@@ -247,26 +275,40 @@ mod tests {
     }
 
     #[test]
+    fn range_set_agrees_with_net_set() {
+        let nets = ["10.0.0.0/8", "10.128.0.0/9", "192.168.1.7", "2001:DB8::/32", "0.0.0.0/32", "11.0.0.0/8"];
+        let ranges = RangeSet::from_nets(nets.iter().filter_map(|n| parse_net(n)));
+        let table = set(&nets);
+        for q in [
+            "10.1.2.3",
+            "9.255.255.255",
+            "12.0.0.0",
+            "11.255.255.255",
+            "8.0.0.0/6",
+            "192.168.1.0/24",
+            "192.168.1.8",
+            "0.0.0.0",
+            "0.0.0.1",
+            "0.0.0.0/0",
+            "2001:db8::1",
+            "2001:db9::/32",
+            "::/0",
+            "255.255.255.255",
+        ] {
+            assert_eq!(ranges.overlaps(parse_net(q).unwrap_or_else(|| panic!("{q}"))), hit(&table, q).is_some(), "{q}");
+        }
+        assert_eq!(ranges.len(), 6);
+    }
+
+    #[test]
     fn hosts_and_suffixes() {
-        assert_eq!(
-            url_host("http://user:pw@Example.com:8080/x?y"),
-            Some("Example.com")
-        );
-        assert_eq!(
-            url_host("https://[2001:db8::1]:443/"),
-            Some("[2001:db8::1]")
-        );
-        assert_eq!(
-            url_ip_host("https://[2001:db8::1]:443/"),
-            parse_net("2001:db8::1")
-        );
+        assert_eq!(url_host("http://user:pw@Example.com:8080/x?y"), Some("Example.com"));
+        assert_eq!(url_host("https://[2001:db8::1]:443/"), Some("[2001:db8::1]"));
+        assert_eq!(url_ip_host("https://[2001:db8::1]:443/"), parse_net("2001:db8::1"));
         assert_eq!(url_ip_host("http://8.8.8.8/dns"), parse_net("8.8.8.8"));
         assert_eq!(url_host("http:///"), None);
         let s: Vec<&str> = label_suffixes("a.b.example.com").collect();
-        assert_eq!(
-            s,
-            vec!["a.b.example.com", "b.example.com", "example.com", "com"]
-        );
+        assert_eq!(s, vec!["a.b.example.com", "b.example.com", "example.com", "com"]);
         assert_eq!(label_suffixes("..").count(), 0);
         assert!(parse_net("10.1.2.3/8") == parse_net("10.0.0.0/8"));
         assert!(parse_net("10.0.0.0/33").is_none() && parse_net("x").is_none());

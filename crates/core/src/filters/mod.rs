@@ -32,16 +32,9 @@ mod tests {
         let lists: Vec<Warninglist> = folders
             .iter()
             .map(|path| {
-                let bytes =
-                    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                let list = Warninglist::from_json(&bytes)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                assert!(
-                    list.rejected.is_empty(),
-                    "{}: {:?}",
-                    path.display(),
-                    list.rejected
-                );
+                let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let list = Warninglist::from_json(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(list.rejected.is_empty(), "{}: {:?}", path.display(), list.rejected);
                 assert!(!list.is_empty(), "{}", path.display());
                 list
             })
@@ -53,25 +46,12 @@ mod tests {
     #[test]
     fn shipped_lists_load_and_hit_what_they_should() {
         let set = shipped_lists();
-        let check = |kind, value: &str| {
-            set.matching(&Indicator::from_canonical(kind, value))
-                .map(str::to_string)
-        };
-        assert_eq!(
-            check(IndicatorKind::Ipv4, "8.8.8.8").as_deref(),
-            Some("List of known IPv4 public DNS resolvers")
-        );
-        assert_eq!(
-            check(IndicatorKind::Ipv4, "10.1.2.3").as_deref(),
-            Some("List of RFC 1918 CIDR blocks")
-        );
+        let check = |kind, value: &str| set.matching(&Indicator::from_canonical(kind, value)).map(str::to_string);
+        assert_eq!(check(IndicatorKind::Ipv4, "8.8.8.8").as_deref(), Some("List of known IPv4 public DNS resolvers"));
+        assert_eq!(check(IndicatorKind::Ipv4, "10.1.2.3").as_deref(), Some("List of RFC 1918 CIDR blocks"));
         assert!(check(IndicatorKind::Domain, "google.com").is_some());
         assert!(check(IndicatorKind::Domain, "www.google.com").is_some());
-        assert!(check(
-            IndicatorKind::Url,
-            "https://www.google.com/search?q=tibridge"
-        )
-        .is_some());
+        assert!(check(IndicatorKind::Url, "https://www.google.com/search?q=tibridge").is_some());
         assert!(check(IndicatorKind::Ipv6, "2001:4860:4860::8888").is_some());
         assert!(check(IndicatorKind::Ipv6, "fd00::1").is_some());
         assert!(check(IndicatorKind::Ipv4, "100.64.1.1").is_some());
@@ -81,10 +61,7 @@ mod tests {
         assert_eq!(check(IndicatorKind::Domain, "evil-example-c2.xyz"), None);
         assert_eq!(check(IndicatorKind::Ipv4, "203.0.114.7"), None);
         assert_eq!(
-            check(
-                IndicatorKind::Sha256,
-                "aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f"
-            ),
+            check(IndicatorKind::Sha256, "aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f"),
             None
         );
     }

@@ -10,7 +10,7 @@
 //! hit only holds an indicator back for review, while a miss can block a CDN for everyone.
 //! This module does no I/O: the engine reads the files and calls [`Warninglist::from_json`].
 
-use super::ipset::{label_suffixes, parse_net, url_host, url_ip_host, NetSet};
+use super::ipset::{label_suffixes, parse_net, url_host, url_ip_host, RangeSet};
 use crate::indicator::{Indicator, IndicatorKind};
 use crate::misp::misp_types_for_kind;
 use ipnet::IpNet;
@@ -25,11 +25,7 @@ pub enum WarninglistError {
     #[error("not a valid warninglist JSON document: {0}")]
     Json(String),
     #[error("warninglist {list:?}: field {field:?} {reason}")]
-    Field {
-        list: String,
-        field: &'static str,
-        reason: String,
-    },
+    Field { list: String, field: &'static str, reason: String },
     #[error("warninglist {list:?}: unknown type {found:?} (expected string, substring, hostname, cidr or regex)")]
     Type { list: String, found: String },
 }
@@ -61,7 +57,7 @@ enum Matcher {
     /// Lower-cased entries (exact for `string`, label suffixes for `hostname`).
     Set(HashSet<String>),
     Substring(Vec<String>),
-    Cidr(NetSet),
+    Cidr(RangeSet),
     Regex(Vec<Regex>),
 }
 
@@ -84,11 +80,8 @@ impl Warninglist {
     /// Parses a misp-warninglists `list.json`. Fails only when the document as a whole is
     /// unusable (not JSON, a required field missing, an unknown type).
     pub fn from_json(bytes: &[u8]) -> Result<Warninglist, WarninglistError> {
-        let root: Value =
-            serde_json::from_slice(bytes).map_err(|e| WarninglistError::Json(e.to_string()))?;
-        let map = root
-            .as_object()
-            .ok_or_else(|| WarninglistError::Json("the document is not a JSON object".into()))?;
+        let root: Value = serde_json::from_slice(bytes).map_err(|e| WarninglistError::Json(e.to_string()))?;
+        let map = root.as_object().ok_or_else(|| WarninglistError::Json("the document is not a JSON object".into()))?;
         let name = match map.get("name") {
             Some(Value::String(name)) if !name.trim().is_empty() => name.trim().to_string(),
             _ => {
@@ -105,13 +98,10 @@ impl Warninglist {
             reason: reason.into(),
         };
         let version = match map.get("version") {
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .ok_or_else(|| field("version", "is not a non-negative integer"))?,
-            Some(Value::String(s)) => s
-                .trim()
-                .parse()
-                .map_err(|_| field("version", "is not a non-negative integer"))?,
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| field("version", "is not a non-negative integer"))?,
+            Some(Value::String(s)) => {
+                s.trim().parse().map_err(|_| field("version", "is not a non-negative integer"))?
+            }
             _ => return Err(field("version", "is missing or not an integer")),
         };
         let description = match map.get("description") {
@@ -124,21 +114,12 @@ impl Warninglist {
             Some("hostname") => ListType::Hostname,
             Some("cidr") => ListType::Cidr,
             Some("regex") => ListType::Regex,
-            Some(other) => {
-                return Err(WarninglistError::Type {
-                    list: name.clone(),
-                    found: other.to_string(),
-                })
-            }
+            Some(other) => return Err(WarninglistError::Type { list: name.clone(), found: other.to_string() }),
             None => return Err(field("type", "is missing or not a string")),
         };
         let matching_attributes = match map.get("matching_attributes") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(|s| s.trim().to_string())
-                .collect(),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(|s| s.trim().to_string()).collect(),
             Some(_) => return Err(field("matching_attributes", "is not a list")),
         };
         let entries = match map.get("list") {
@@ -147,27 +128,19 @@ impl Warninglist {
         };
 
         let mut rejected = Vec::new();
-        let texts =
-            entries
-                .iter()
-                .enumerate()
-                .filter_map(|(i, item)| match item.as_str().map(str::trim) {
-                    Some(text) if !text.is_empty() => Some(text),
-                    Some(_) => None,
-                    None => {
-                        rejected.push(format!("entry {i} is not a string"));
-                        None
-                    }
-                });
+        let texts = entries.iter().enumerate().filter_map(|(i, item)| match item.as_str().map(str::trim) {
+            Some(text) if !text.is_empty() => Some(text),
+            Some(_) => None,
+            None => {
+                rejected.push(format!("entry {i} is not a string"));
+                None
+            }
+        });
         let texts: Vec<&str> = texts.collect();
         let matcher = match list_type {
             ListType::String => Matcher::Set(texts.iter().map(|t| t.to_lowercase()).collect()),
             ListType::Hostname => Matcher::Set(
-                texts
-                    .iter()
-                    .map(|t| t.trim_matches('.').to_lowercase())
-                    .filter(|t| !t.is_empty())
-                    .collect(),
+                texts.iter().map(|t| t.trim_matches('.').to_lowercase()).filter(|t| !t.is_empty()).collect(),
             ),
             ListType::Substring => {
                 let mut subs: Vec<String> = texts.iter().map(|t| t.to_lowercase()).collect();
@@ -176,17 +149,14 @@ impl Warninglist {
                 Matcher::Substring(subs)
             }
             ListType::Cidr => {
-                let mut set = NetSet::default();
-                for (i, text) in texts.iter().enumerate() {
+                let mut nets = Vec::with_capacity(texts.len());
+                for text in &texts {
                     match parse_net(text) {
-                        Some(net) => set.insert(net, i),
-                        None => {
-                            rejected.push(format!("{text:?} is not an IP address or CIDR network"))
-                        }
+                        Some(net) => nets.push(net),
+                        None => rejected.push(format!("{text:?} is not an IP address or CIDR network")),
                     }
                 }
-                set.finish();
-                Matcher::Cidr(set)
+                Matcher::Cidr(RangeSet::from_nets(nets))
             }
             ListType::Regex => {
                 let mut regexes = Vec::new();
@@ -199,15 +169,7 @@ impl Warninglist {
                 Matcher::Regex(regexes)
             }
         };
-        Ok(Warninglist {
-            name,
-            version,
-            description,
-            list_type,
-            matching_attributes,
-            rejected,
-            matcher,
-        })
+        Ok(Warninglist { name, version, description, list_type, matching_attributes, rejected, matcher })
     }
 
     /// How many usable entries the list holds.
@@ -228,11 +190,7 @@ impl Warninglist {
     /// covers every kind. Composite types (`domain|ip`) cover the kinds of either half, and a
     /// kind the MISP type table knows nothing about is covered (conservative).
     pub fn applies_to(&self, kind: IndicatorKind) -> bool {
-        if self.matching_attributes.is_empty()
-            || self
-                .matching_attributes
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case("ALL"))
+        if self.matching_attributes.is_empty() || self.matching_attributes.iter().any(|a| a.eq_ignore_ascii_case("ALL"))
         {
             return true;
         }
@@ -244,9 +202,7 @@ impl Warninglist {
             types.iter().any(|t| attribute.eq_ignore_ascii_case(t))
                 || (attribute.contains('|')
                     && attribute.split('|').any(|half| {
-                        types.iter().any(|t| {
-                            half.eq_ignore_ascii_case(t) || (half == "ip" && t.starts_with("ip-"))
-                        })
+                        types.iter().any(|t| half.eq_ignore_ascii_case(t) || (half == "ip" && t.starts_with("ip-")))
                     }))
         })
     }
@@ -254,27 +210,39 @@ impl Warninglist {
     /// Whether the indicator's value is on the list (ignoring `matching_attributes`; see
     /// [`Warninglist::applies_to`]).
     pub fn contains(&self, indicator: &Indicator) -> bool {
-        let value = indicator.value.as_str();
+        self.contains_probe(&Probe::new(indicator))
+    }
+
+    fn contains_probe(&self, probe: &Probe<'_>) -> bool {
         match &self.matcher {
             Matcher::Set(set) => match self.list_type {
-                ListType::Hostname => match hostname_of(indicator) {
-                    Some(host) => {
-                        let host = lower(host);
-                        let hit = label_suffixes(&host).any(|suffix| set.contains(suffix));
-                        hit
-                    }
-                    None => false,
-                },
-                _ => set.contains(lower(value).as_ref()),
+                ListType::Hostname => {
+                    probe.host.as_ref().is_some_and(|host| label_suffixes(host).any(|suffix| set.contains(suffix)))
+                }
+                _ => set.contains(probe.lower.as_ref()),
             },
-            Matcher::Substring(subs) => {
-                let value = lower(value);
-                subs.iter().any(|s| value.contains(s.as_str()))
-            }
-            Matcher::Cidr(set) => {
-                network_of(indicator).is_some_and(|net| set.overlapping(net).is_some())
-            }
-            Matcher::Regex(regexes) => regexes.iter().any(|r| r.is_match(value)),
+            Matcher::Substring(subs) => subs.iter().any(|s| probe.lower.contains(s.as_str())),
+            Matcher::Cidr(set) => probe.net.is_some_and(|net| set.overlaps(net)),
+            Matcher::Regex(regexes) => regexes.iter().any(|r| r.is_match(probe.value)),
+        }
+    }
+}
+
+/// What the lists look at, worked out once per indicator rather than once per list.
+struct Probe<'a> {
+    value: &'a str,
+    lower: std::borrow::Cow<'a, str>,
+    host: Option<std::borrow::Cow<'a, str>>,
+    net: Option<IpNet>,
+}
+
+impl<'a> Probe<'a> {
+    fn new(indicator: &'a Indicator) -> Self {
+        Probe {
+            value: &indicator.value,
+            lower: lower(&indicator.value),
+            host: hostname_of(indicator).map(lower),
+            net: network_of(indicator),
         }
     }
 }
@@ -306,10 +274,9 @@ fn hostname_of(indicator: &Indicator) -> Option<&str> {
 /// public resolver blocks the resolver), a URL's IP-literal host.
 fn network_of(indicator: &Indicator) -> Option<IpNet> {
     match indicator.kind {
-        IndicatorKind::Ipv4
-        | IndicatorKind::Ipv6
-        | IndicatorKind::Ipv4Cidr
-        | IndicatorKind::Ipv6Cidr => parse_net(&indicator.value),
+        IndicatorKind::Ipv4 | IndicatorKind::Ipv6 | IndicatorKind::Ipv4Cidr | IndicatorKind::Ipv6Cidr => {
+            parse_net(&indicator.value)
+        }
         IndicatorKind::Url => url_ip_host(&indicator.value),
         _ => None,
     }
@@ -333,14 +300,7 @@ fn pcre_to_regex(entry: &str) -> Result<Regex, String> {
             other => return Err(format!("PCRE flag {other:?} has no equivalent")),
         };
     }
-    builder.build().map_err(|e| {
-        e.to_string()
-            .lines()
-            .last()
-            .unwrap_or("invalid regex")
-            .trim()
-            .to_string()
-    })
+    builder.build().map_err(|e| e.to_string().lines().last().unwrap_or("invalid regex").trim().to_string())
 }
 
 fn split_delimiters(entry: &str) -> (&str, &str) {
@@ -382,11 +342,7 @@ impl WarninglistSet {
     pub fn new(lists: Vec<Warninglist>) -> Self {
         let by_kind = IndicatorKind::ALL
             .iter()
-            .map(|kind| {
-                (0..lists.len())
-                    .filter(|i| lists.get(*i).is_some_and(|l| l.applies_to(*kind)))
-                    .collect()
-            })
+            .map(|kind| (0..lists.len()).filter(|i| lists.get(*i).is_some_and(|l| l.applies_to(*kind))).collect())
             .collect();
         WarninglistSet { lists, by_kind }
     }
@@ -405,14 +361,13 @@ impl WarninglistSet {
 
     /// The name of the first list (in load order) that the indicator is on.
     pub fn matching(&self, indicator: &Indicator) -> Option<&str> {
-        let slot = IndicatorKind::ALL
-            .iter()
-            .position(|k| *k == indicator.kind)?;
+        let slot = IndicatorKind::ALL.iter().position(|k| *k == indicator.kind)?;
+        let probe = Probe::new(indicator);
         self.by_kind
             .get(slot)?
             .iter()
             .filter_map(|i| self.lists.get(*i))
-            .find(|list| list.contains(indicator))
+            .find(|list| list.contains_probe(&probe))
             .map(|list| list.name.as_str())
     }
 }
@@ -436,10 +391,7 @@ mod tests {
         );
         assert!(hosts.contains(&ind(IndicatorKind::Domain, "google.com")));
         assert!(hosts.contains(&ind(IndicatorKind::Domain, "mail.google.com")));
-        assert!(hosts.contains(&ind(
-            IndicatorKind::Url,
-            "https://www.google.com/search?q=x"
-        )));
+        assert!(hosts.contains(&ind(IndicatorKind::Url, "https://www.google.com/search?q=x")));
         assert!(hosts.contains(&ind(IndicatorKind::Email, "a@mail.example.org")));
         assert!(!hosts.contains(&ind(IndicatorKind::Domain, "notgoogle.com")));
         assert!(!hosts.contains(&ind(IndicatorKind::Domain, "google.com.evil.example")));
@@ -462,19 +414,14 @@ mod tests {
         assert_eq!(cidr.rejected.len(), 2, "{:?}", cidr.rejected);
         assert!(cidr.contains(&ind(IndicatorKind::Ipv4, "10.1.2.3")));
         assert!(cidr.contains(&ind(IndicatorKind::Ipv4Cidr, "10.1.0.0/16")));
-        assert!(
-            cidr.contains(&ind(IndicatorKind::Ipv4Cidr, "8.0.0.0/6")),
-            "contains a listed network"
-        );
+        assert!(cidr.contains(&ind(IndicatorKind::Ipv4Cidr, "8.0.0.0/6")), "contains a listed network");
         assert!(cidr.contains(&ind(IndicatorKind::Ipv6, "fd12::1")));
         assert!(cidr.contains(&ind(IndicatorKind::Url, "http://10.0.0.1/x")));
         assert!(!cidr.contains(&ind(IndicatorKind::Ipv4, "11.0.0.1")));
         assert!(!cidr.contains(&ind(IndicatorKind::Domain, "10.example")));
 
-        let regex = list(
-            serde_json::json!({"name": "contacts", "version": 1, "description": "d", "type": "regex",
-            "list": ["/^(security|noc|soc|abuse)\\@.*\\..*$/i", "/^x+$/g", "/(?<=a)b/", "#^ab#", "/a/q"]}),
-        );
+        let regex = list(serde_json::json!({"name": "contacts", "version": 1, "description": "d", "type": "regex",
+            "list": ["/^(security|noc|soc|abuse)\\@.*\\..*$/i", "/^x+$/g", "/(?<=a)b/", "#^ab#", "/a/q"]}));
         assert_eq!(regex.len(), 3);
         assert_eq!(regex.rejected.len(), 2, "{:?}", regex.rejected);
         assert!(regex.contains(&ind(IndicatorKind::Email, "abuse@example.com")));
@@ -486,29 +433,14 @@ mod tests {
 
     #[test]
     fn bad_documents_name_the_list() {
-        let err = Warninglist::from_json(
-            br#"{"name": "x", "version": 1, "description": "d", "type": "glob", "list": []}"#,
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("\"x\"") && err.to_string().contains("glob"),
-            "{err}"
-        );
         let err =
-            Warninglist::from_json(br#"{"name": "y", "version": 1, "type": "string", "list": []}"#)
+            Warninglist::from_json(br#"{"name": "x", "version": 1, "description": "d", "type": "glob", "list": []}"#)
                 .unwrap_err();
-        assert!(
-            err.to_string().contains("\"y\"") && err.to_string().contains("description"),
-            "{err}"
-        );
-        assert!(matches!(
-            Warninglist::from_json(b"{"),
-            Err(WarninglistError::Json(_))
-        ));
-        assert!(matches!(
-            Warninglist::from_json(b"[]"),
-            Err(WarninglistError::Json(_))
-        ));
+        assert!(err.to_string().contains("\"x\"") && err.to_string().contains("glob"), "{err}");
+        let err = Warninglist::from_json(br#"{"name": "y", "version": 1, "type": "string", "list": []}"#).unwrap_err();
+        assert!(err.to_string().contains("\"y\"") && err.to_string().contains("description"), "{err}");
+        assert!(matches!(Warninglist::from_json(b"{"), Err(WarninglistError::Json(_))));
+        assert!(matches!(Warninglist::from_json(b"[]"), Err(WarninglistError::Json(_))));
         assert!(Warninglist::from_json(
             br#"{"name": "z", "version": "3", "description": "", "type": "string", "list": {}}"#
         )
