@@ -169,10 +169,7 @@ pub fn router(state: Arc<DeepSecurityState>) -> Router {
     Router::new()
         .route("/api/applicationcontrolglobalrules", get(list).post(create))
         .route("/api/applicationcontrolglobalrules/search", post(search))
-        .route(
-            "/api/applicationcontrolglobalrules/{id}",
-            get(get_one).post(modify).delete(delete_one),
-        )
+        .route("/api/applicationcontrolglobalrules/{id}", get(get_one).post(modify).delete(delete_one))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .fallback(|| async { message(StatusCode::NOT_FOUND, "No such API.") })
         .with_state(state)
@@ -181,19 +178,13 @@ pub fn router(state: Arc<DeepSecurityState>) -> Router {
 /// Auth, `api-version`, then the sliding-window rate limit.
 async fn gate(State(state): State<Arc<DeepSecurityState>>, req: Request, next: Next) -> Response {
     let h = req.headers();
-    let secret = h
-        .get("api-secret-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
+    let secret = h.get("api-secret-key").and_then(|v| v.to_str().ok()).map(str::trim);
     let api_key = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().strip_prefix("ApiKey "))
         .map(str::trim);
-    let version = h
-        .get("api-version")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
+    let version = h.get("api-version").and_then(|v| v.to_str().ok()).map(str::trim);
     {
         let mut g = state.lock();
         g.requests += 1;
@@ -207,34 +198,20 @@ async fn gate(State(state): State<Arc<DeepSecurityState>>, req: Request, next: N
                 DsMode::OnPrem => "an api-secret-key header",
                 DsMode::C1ws => "an Authorization: ApiKey <key> header",
             };
-            return message(
-                StatusCode::UNAUTHORIZED,
-                format!("Authentication failed: send a valid API key in {how}."),
-            );
+            return message(StatusCode::UNAUTHORIZED, format!("Authentication failed: send a valid API key in {how}."));
         }
         if version != Some("v1") {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "The api-version header is required and must be v1.",
-            );
+            return message(StatusCode::BAD_REQUEST, "The api-version header is required and must be v1.");
         }
         let window = Duration::from_secs(g.config.window_secs.max(1));
         let now = Instant::now();
-        while g
-            .accepted
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
+        while g.accepted.front().is_some_and(|t| now.duration_since(*t) >= window) {
             g.accepted.pop_front();
         }
         let limit = g.config.requests_per_minute as usize;
         if limit > 0 && g.accepted.len() >= limit {
             g.rate_limited += 1;
-            let wait = g
-                .accepted
-                .front()
-                .map(|t| window.saturating_sub(now.duration_since(*t)))
-                .unwrap_or(window);
+            let wait = g.accepted.front().map(|t| window.saturating_sub(now.duration_since(*t))).unwrap_or(window);
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut resp = message(StatusCode::TOO_MANY_REQUESTS, "Too many API requests.");
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
@@ -251,16 +228,14 @@ fn envelope(rules: Vec<GlobalRule>) -> Response {
     axum::Json(json!({"applicationControlGlobalRules": rules})).into_response()
 }
 
+// The error is the HTTP answer itself, built at most once per request.
+#[allow(clippy::result_large_err)]
 fn parse_body(body: &Bytes) -> Result<Value, Response> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        message(
-            StatusCode::BAD_REQUEST,
-            format!("The request body is not valid JSON: {e}"),
-        )
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| message(StatusCode::BAD_REQUEST, format!("The request body is not valid JSON: {e}")))
 }
 
 fn valid_sha256(s: &str) -> bool {
@@ -276,37 +251,22 @@ async fn create(State(state): State<Arc<DeepSecurityState>>, body: Bytes) -> Res
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some(items) = body
-        .get("applicationControlGlobalRules")
-        .and_then(Value::as_array)
-    else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "The body must be {\"applicationControlGlobalRules\": [rules]}.",
-        );
+    let Some(items) = body.get("applicationControlGlobalRules").and_then(Value::as_array) else {
+        return message(StatusCode::BAD_REQUEST, "The body must be {\"applicationControlGlobalRules\": [rules]}.");
     };
     let mut wanted: Vec<(String, String)> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let Some(sha) = item.get("sha256").and_then(Value::as_str).map(str::trim) else {
-            return message(
-                StatusCode::BAD_REQUEST,
-                format!("Rule #{i}: sha256 is required."),
-            );
+            return message(StatusCode::BAD_REQUEST, format!("Rule #{i}: sha256 is required."));
         };
         if !valid_sha256(sha) {
-            return message(
-                StatusCode::BAD_REQUEST,
-                format!("Rule #{i}: sha256 {sha:?} is not 64 hex digits."),
-            );
+            return message(StatusCode::BAD_REQUEST, format!("Rule #{i}: sha256 {sha:?} is not 64 hex digits."));
         }
         match item.get("action") {
             None | Some(Value::Null) => {}
             Some(Value::String(a)) if a == "block" => {}
             Some(other) => {
-                return message(
-                    StatusCode::BAD_REQUEST,
-                    format!("Rule #{i}: action {other} is not \"block\"."),
-                )
+                return message(StatusCode::BAD_REQUEST, format!("Rule #{i}: action {other} is not \"block\"."))
             }
         }
         let description = match item.get("description") {
@@ -318,12 +278,7 @@ async fn create(State(state): State<Arc<DeepSecurityState>>, body: Bytes) -> Res
                     format!("Rule #{i}: description is longer than 2000 characters."),
                 )
             }
-            Some(_) => {
-                return message(
-                    StatusCode::BAD_REQUEST,
-                    format!("Rule #{i}: description must be a string."),
-                )
-            }
+            Some(_) => return message(StatusCode::BAD_REQUEST, format!("Rule #{i}: description must be a string.")),
         };
         let upper = sha.to_ascii_uppercase();
         if wanted.iter().any(|(s, _)| *s == upper) {
@@ -339,10 +294,7 @@ async fn create(State(state): State<Arc<DeepSecurityState>>, body: Bytes) -> Res
         if let Some(existing) = g.rules.values().find(|r| r.sha256 == *sha) {
             return message(
                 StatusCode::BAD_REQUEST,
-                format!(
-                    "A global rule for sha256 {sha} already exists (ID {}).",
-                    existing.id
-                ),
+                format!("A global rule for sha256 {sha} already exists (ID {}).", existing.id),
             );
         }
     }
@@ -367,48 +319,24 @@ async fn create(State(state): State<Arc<DeepSecurityState>>, body: Bytes) -> Res
 
 /// One `searchCriteria` entry.
 fn criterion_matches(c: &Value, rule: &GlobalRule) -> Result<bool, String> {
-    let field = c
-        .get("fieldName")
-        .and_then(Value::as_str)
-        .ok_or("searchCriteria entries need a fieldName")?;
+    let field = c.get("fieldName").and_then(Value::as_str).ok_or("searchCriteria entries need a fieldName")?;
     match field {
         "sha256" | "description" => {
-            let test = c
-                .get("stringTest")
-                .and_then(Value::as_str)
-                .unwrap_or("equal");
-            let value = c
-                .get("stringValue")
-                .and_then(Value::as_str)
-                .ok_or("stringValue is required for string fields")?;
-            let wildcards = c
-                .get("stringWildcards")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let target = if field == "sha256" {
-                &rule.sha256
-            } else {
-                &rule.description
-            };
-            let equal = if wildcards {
-                glob(value, target)
-            } else {
-                value.eq_ignore_ascii_case(target)
-            };
+            let test = c.get("stringTest").and_then(Value::as_str).unwrap_or("equal");
+            let value =
+                c.get("stringValue").and_then(Value::as_str).ok_or("stringValue is required for string fields")?;
+            let wildcards = c.get("stringWildcards").and_then(Value::as_bool).unwrap_or(false);
+            let target = if field == "sha256" { &rule.sha256 } else { &rule.description };
+            let equal = if wildcards { glob(value, target) } else { value.eq_ignore_ascii_case(target) };
             match test {
                 "equal" => Ok(equal),
                 "not-equal" => Ok(!equal),
-                other => Err(format!(
-                    "stringTest {other:?} is neither equal nor not-equal"
-                )),
+                other => Err(format!("stringTest {other:?} is neither equal nor not-equal")),
             }
         }
         "ID" => {
             let test = c.get("idTest").and_then(Value::as_str).unwrap_or("equal");
-            let value = c
-                .get("idValue")
-                .and_then(Value::as_u64)
-                .ok_or("idValue must be a number")?;
+            let value = c.get("idValue").and_then(Value::as_u64).ok_or("idValue must be a number")?;
             match test {
                 "equal" => Ok(rule.id == value),
                 "not-equal" => Ok(rule.id != value),
@@ -419,9 +347,7 @@ fn criterion_matches(c: &Value, rule: &GlobalRule) -> Result<bool, String> {
                 other => Err(format!("idTest {other:?} is not supported")),
             }
         }
-        other => Err(format!(
-            "fieldName {other:?} cannot be searched (sha256, description, ID)"
-        )),
+        other => Err(format!("fieldName {other:?} cannot be searched (sha256, description, ID)")),
     }
 }
 
@@ -451,8 +377,7 @@ fn glob(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+    p.get(pi..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
 async fn search(State(state): State<Arc<DeepSecurityState>>, body: Bytes) -> Response {
@@ -470,12 +395,7 @@ async fn search(State(state): State<Arc<DeepSecurityState>>, body: Bytes) -> Res
         None | Some(Value::Null) => 5000,
         Some(v) => match v.as_u64() {
             Some(n) => n.min(5000) as usize,
-            None => {
-                return message(
-                    StatusCode::BAD_REQUEST,
-                    "maxItems must be a non-negative integer.",
-                )
-            }
+            None => return message(StatusCode::BAD_REQUEST, "maxItems must be a non-negative integer."),
         },
     };
     let rules = state.rules();
@@ -502,13 +422,10 @@ async fn search(State(state): State<Arc<DeepSecurityState>>, body: Bytes) -> Res
     envelope(out)
 }
 
+// The error is the HTTP answer itself, built at most once per request.
+#[allow(clippy::result_large_err)]
 fn parse_id(id: &str) -> Result<u64, Response> {
-    id.parse::<u64>().map_err(|_| {
-        message(
-            StatusCode::NOT_FOUND,
-            format!("The global rule {id:?} does not exist."),
-        )
-    })
+    id.parse::<u64>().map_err(|_| message(StatusCode::NOT_FOUND, format!("The global rule {id:?} does not exist.")))
 }
 
 async fn get_one(State(state): State<Arc<DeepSecurityState>>, Path(id): Path<String>) -> Response {
@@ -518,18 +435,11 @@ async fn get_one(State(state): State<Arc<DeepSecurityState>>, Path(id): Path<Str
     };
     match state.lock().rules.get(&id) {
         Some(rule) => axum::Json(rule.clone()).into_response(),
-        None => message(
-            StatusCode::NOT_FOUND,
-            format!("The global rule {id} does not exist."),
-        ),
+        None => message(StatusCode::NOT_FOUND, format!("The global rule {id} does not exist.")),
     }
 }
 
-async fn modify(
-    State(state): State<Arc<DeepSecurityState>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn modify(State(state): State<Arc<DeepSecurityState>>, Path(id): Path<String>, body: Bytes) -> Response {
     let id = match parse_id(&id) {
         Ok(i) => i,
         Err(r) => return r,
@@ -541,40 +451,24 @@ async fn modify(
     let description = match body.get("description") {
         None | Some(Value::Null) => None,
         Some(Value::String(d)) if d.chars().count() <= 2000 => Some(d.clone()),
-        Some(_) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "description must be a string of at most 2000 characters.",
-            )
-        }
+        Some(_) => return message(StatusCode::BAD_REQUEST, "description must be a string of at most 2000 characters."),
     };
     let sha = match body.get("sha256") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if valid_sha256(s.trim()) => Some(s.trim().to_ascii_uppercase()),
-        Some(other) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                format!("sha256 {other} is not 64 hex digits."),
-            )
-        }
+        Some(other) => return message(StatusCode::BAD_REQUEST, format!("sha256 {other} is not 64 hex digits.")),
     };
     let mut g = state.lock();
     if let Some(sha) = &sha {
         if let Some(other) = g.rules.values().find(|r| r.sha256 == *sha && r.id != id) {
             return message(
                 StatusCode::BAD_REQUEST,
-                format!(
-                    "A global rule for sha256 {sha} already exists (ID {}).",
-                    other.id
-                ),
+                format!("A global rule for sha256 {sha} already exists (ID {}).", other.id),
             );
         }
     }
     let Some(rule) = g.rules.get_mut(&id) else {
-        return message(
-            StatusCode::NOT_FOUND,
-            format!("The global rule {id} does not exist."),
-        );
+        return message(StatusCode::NOT_FOUND, format!("The global rule {id} does not exist."));
     };
     if let Some(d) = description {
         rule.description = d;
@@ -586,10 +480,7 @@ async fn modify(
     axum::Json(rule.clone()).into_response()
 }
 
-async fn delete_one(
-    State(state): State<Arc<DeepSecurityState>>,
-    Path(id): Path<String>,
-) -> Response {
+async fn delete_one(State(state): State<Arc<DeepSecurityState>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(i) => i,
         Err(r) => return r,
@@ -600,10 +491,7 @@ async fn delete_one(
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
-        None => message(
-            StatusCode::NOT_FOUND,
-            format!("The global rule {id} does not exist."),
-        ),
+        None => message(StatusCode::NOT_FOUND, format!("The global rule {id} does not exist.")),
     }
 }
 
@@ -626,65 +514,28 @@ mod tests {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = router(state.clone())
-            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
-            .await
-            .unwrap();
+        let resp = router(state.clone()).oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
         let status = resp.status();
-        let retry = resp
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            status,
-            retry,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let retry = resp.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, retry, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     fn onprem() -> (Arc<DeepSecurityState>, Vec<(&'static str, &'static str)>) {
-        let state = DeepSecurityState::new(DeepSecurityConfig {
-            api_key: "k".into(),
-            ..Default::default()
-        });
+        let state = DeepSecurityState::new(DeepSecurityConfig { api_key: "k".into(), ..Default::default() });
         (state, vec![("api-secret-key", "k"), ("api-version", "v1")])
     }
 
     #[tokio::test]
     async fn both_auth_styles_and_the_version_header() {
         let (state, h) = onprem();
+        assert_eq!(call(&state, "GET", "/api/applicationcontrolglobalrules", &h, "").await.0, StatusCode::OK);
         assert_eq!(
-            call(&state, "GET", "/api/applicationcontrolglobalrules", &h, "")
-                .await
-                .0,
-            StatusCode::OK
-        );
-        assert_eq!(
-            call(
-                &state,
-                "GET",
-                "/api/applicationcontrolglobalrules",
-                &[("api-version", "v1")],
-                ""
-            )
-            .await
-            .0,
+            call(&state, "GET", "/api/applicationcontrolglobalrules", &[("api-version", "v1")], "").await.0,
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
-            call(
-                &state,
-                "GET",
-                "/api/applicationcontrolglobalrules",
-                &[("api-secret-key", "k")],
-                ""
-            )
-            .await
-            .0,
+            call(&state, "GET", "/api/applicationcontrolglobalrules", &[("api-secret-key", "k")], "").await.0,
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
@@ -717,12 +568,7 @@ mod tests {
             .0,
             StatusCode::OK
         );
-        assert_eq!(
-            call(&c1, "GET", "/api/applicationcontrolglobalrules", &h, "")
-                .await
-                .0,
-            StatusCode::OK
-        );
+        assert_eq!(call(&c1, "GET", "/api/applicationcontrolglobalrules", &h, "").await.0, StatusCode::OK);
         assert_eq!(
             call(
                 &c1,
@@ -741,14 +587,7 @@ mod tests {
     async fn create_search_get_modify_delete() {
         let (state, h) = onprem();
         let body = json!({"applicationControlGlobalRules": [{"sha256": SHA, "description": "demo"}, {"sha256": SHA.replace('7', "8")}]}).to_string();
-        let (s, _, v) = call(
-            &state,
-            "POST",
-            "/api/applicationcontrolglobalrules",
-            &h,
-            &body,
-        )
-        .await;
+        let (s, _, v) = call(&state, "POST", "/api/applicationcontrolglobalrules", &h, &body).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         let created = v["applicationControlGlobalRules"].as_array().unwrap();
         assert_eq!(created[0]["ID"], 1);
@@ -766,129 +605,45 @@ mod tests {
         )
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
-        assert!(v["message"]
-            .as_str()
-            .unwrap()
-            .contains("already exists (ID 1)"));
+        assert!(v["message"].as_str().unwrap().contains("already exists (ID 1)"));
         assert_eq!(state.rules().len(), 2);
 
         let search = json!({"maxItems": 10, "searchCriteria": [{"fieldName": "sha256", "stringTest": "equal", "stringValue": SHA, "stringWildcards": false}], "sortByObjectID": true});
-        let (_, _, v) = call(
-            &state,
-            "POST",
-            "/api/applicationcontrolglobalrules/search",
-            &h,
-            &search.to_string(),
-        )
-        .await;
-        assert_eq!(
-            v["applicationControlGlobalRules"].as_array().unwrap().len(),
-            1
-        );
+        let (_, _, v) =
+            call(&state, "POST", "/api/applicationcontrolglobalrules/search", &h, &search.to_string()).await;
+        assert_eq!(v["applicationControlGlobalRules"].as_array().unwrap().len(), 1);
         let not = json!({"searchCriteria": [{"fieldName": "sha256", "stringTest": "not-equal", "stringValue": SHA}]});
-        let (_, _, v) = call(
-            &state,
-            "POST",
-            "/api/applicationcontrolglobalrules/search",
-            &h,
-            &not.to_string(),
-        )
-        .await;
+        let (_, _, v) = call(&state, "POST", "/api/applicationcontrolglobalrules/search", &h, &not.to_string()).await;
         assert_eq!(v["applicationControlGlobalRules"][0]["ID"], 2);
         let bad = json!({"searchCriteria": [{"fieldName": "owner", "stringValue": "x"}]});
         assert_eq!(
-            call(
-                &state,
-                "POST",
-                "/api/applicationcontrolglobalrules/search",
-                &h,
-                &bad.to_string()
-            )
-            .await
-            .0,
+            call(&state, "POST", "/api/applicationcontrolglobalrules/search", &h, &bad.to_string()).await.0,
             StatusCode::BAD_REQUEST
         );
 
-        let (s, _, v) = call(
-            &state,
-            "POST",
-            "/api/applicationcontrolglobalrules/1",
-            &h,
-            r#"{"description":"changed"}"#,
-        )
-        .await;
+        let (s, _, v) =
+            call(&state, "POST", "/api/applicationcontrolglobalrules/1", &h, r#"{"description":"changed"}"#).await;
         assert_eq!((s, &v["description"]), (StatusCode::OK, &json!("changed")));
+        assert_eq!(call(&state, "GET", "/api/applicationcontrolglobalrules/1", &h, "").await.2["ID"], 1);
         assert_eq!(
-            call(
-                &state,
-                "GET",
-                "/api/applicationcontrolglobalrules/1",
-                &h,
-                ""
-            )
-            .await
-            .2["ID"],
-            1
-        );
-        assert_eq!(
-            call(
-                &state,
-                "DELETE",
-                "/api/applicationcontrolglobalrules/1",
-                &h,
-                ""
-            )
-            .await
-            .0,
+            call(&state, "DELETE", "/api/applicationcontrolglobalrules/1", &h, "").await.0,
             StatusCode::NO_CONTENT
         );
         assert_eq!(
-            call(
-                &state,
-                "DELETE",
-                "/api/applicationcontrolglobalrules/1",
-                &h,
-                ""
-            )
-            .await
-            .0,
+            call(&state, "DELETE", "/api/applicationcontrolglobalrules/1", &h, "").await.0,
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            call(
-                &state,
-                "GET",
-                "/api/applicationcontrolglobalrules/abc",
-                &h,
-                ""
-            )
-            .await
-            .0,
+            call(&state, "GET", "/api/applicationcontrolglobalrules/abc", &h, "").await.0,
             StatusCode::NOT_FOUND
         );
         let bad = json!({"applicationControlGlobalRules": [{"sha256": "abc"}]}).to_string();
         assert_eq!(
-            call(
-                &state,
-                "POST",
-                "/api/applicationcontrolglobalrules",
-                &h,
-                &bad
-            )
-            .await
-            .0,
+            call(&state, "POST", "/api/applicationcontrolglobalrules", &h, &bad).await.0,
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            call(
-                &state,
-                "POST",
-                "/api/applicationcontrolglobalrules",
-                &h,
-                "{oops"
-            )
-            .await
-            .0,
+            call(&state, "POST", "/api/applicationcontrolglobalrules", &h, "{oops").await.0,
             StatusCode::BAD_REQUEST
         );
     }
@@ -903,16 +658,10 @@ mod tests {
         });
         let h = [("api-secret-key", "k"), ("api-version", "v1")];
         for _ in 0..3 {
-            assert_eq!(
-                call(&state, "GET", "/api/applicationcontrolglobalrules", &h, "")
-                    .await
-                    .0,
-                StatusCode::OK
-            );
+            assert_eq!(call(&state, "GET", "/api/applicationcontrolglobalrules", &h, "").await.0, StatusCode::OK);
         }
         for _ in 0..3 {
-            let (s, retry, v) =
-                call(&state, "GET", "/api/applicationcontrolglobalrules", &h, "").await;
+            let (s, retry, v) = call(&state, "GET", "/api/applicationcontrolglobalrules", &h, "").await;
             assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
             assert_eq!(retry.as_deref(), Some("1"));
             assert_eq!(v["message"], "Too many API requests.");
@@ -920,12 +669,7 @@ mod tests {
         assert_eq!(state.rate_limited_count(), 3);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         // The rejected calls did not extend the window.
-        assert_eq!(
-            call(&state, "GET", "/api/applicationcontrolglobalrules", &h, "")
-                .await
-                .0,
-            StatusCode::OK
-        );
+        assert_eq!(call(&state, "GET", "/api/applicationcontrolglobalrules", &h, "").await.0, StatusCode::OK);
     }
 
     #[test]

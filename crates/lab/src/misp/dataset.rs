@@ -40,11 +40,7 @@ pub enum DatasetError {
         source: serde_json::Error,
     },
     #[error("MISP data set {path}: {item}: {why}")]
-    Shape {
-        path: String,
-        item: String,
-        why: String,
-    },
+    Shape { path: String, item: String, why: String },
 }
 
 /// A tag as MISP shows it on events and attributes.
@@ -167,9 +163,7 @@ pub fn tag_colour(name: &str) -> String {
 
 /// Default category of the MISP types the lab knows (from describeTypes `sane_defaults`).
 pub fn default_category(attr_type: &str) -> &'static str {
-    crate::misp::describe::sane_default(attr_type)
-        .map(|(c, _)| c)
-        .unwrap_or("Other")
+    crate::misp::describe::sane_default(attr_type).map(|(c, _)| c).unwrap_or("Other")
 }
 
 impl MispDataset {
@@ -181,12 +175,7 @@ impl MispDataset {
     pub fn tag(&mut self, name: &str) -> MispTag {
         let next = self.tag_ids.len() as u64 + 1;
         let id = *self.tag_ids.entry(name.to_owned()).or_insert(next);
-        MispTag {
-            id,
-            name: name.to_owned(),
-            colour: tag_colour(name),
-            local: false,
-        }
+        MispTag { id, name: name.to_owned(), colour: tag_colour(name), local: false }
     }
 
     pub fn next_event_id(&self) -> u64 {
@@ -198,12 +187,7 @@ impl MispDataset {
     }
 
     pub fn next_object_id(&self) -> u64 {
-        self.events
-            .iter()
-            .flat_map(|e| e.objects.iter().map(|o| o.id))
-            .max()
-            .unwrap_or(0)
-            + 1
+        self.events.iter().flat_map(|e| e.objects.iter().map(|o| o.id)).max().unwrap_or(0) + 1
     }
 
     pub fn event(&self, id: u64) -> Option<&MispEvent> {
@@ -215,21 +199,13 @@ impl MispDataset {
     /// saved [`MispDataset`]. A feed directory works too (`manifest.json` is skipped).
     pub fn load_path(path: &Path) -> Result<MispDataset, DatasetError> {
         let mut dataset = MispDataset::new();
-        let meta = std::fs::metadata(path).map_err(|source| DatasetError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let meta = std::fs::metadata(path).map_err(|source| DatasetError::Read { path: path.to_owned(), source })?;
         let mut files = Vec::new();
         if meta.is_dir() {
-            let entries = std::fs::read_dir(path).map_err(|source| DatasetError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
+            let entries =
+                std::fs::read_dir(path).map_err(|source| DatasetError::Read { path: path.to_owned(), source })?;
             for entry in entries {
-                let entry = entry.map_err(|source| DatasetError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
+                let entry = entry.map_err(|source| DatasetError::Read { path: path.to_owned(), source })?;
                 let p = entry.path();
                 let is_json = p.extension().and_then(|e| e.to_str()) == Some("json");
                 let is_manifest = p.file_name().and_then(|n| n.to_str()) == Some("manifest.json");
@@ -242,15 +218,10 @@ impl MispDataset {
             files.push(path.to_owned());
         }
         for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|source| DatasetError::Read {
-                path: file.clone(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|source| DatasetError::Read { path: file.clone(), source })?;
             let value: Value =
-                serde_json::from_str(&text).map_err(|source| DatasetError::Json {
-                    path: file.clone(),
-                    source,
-                })?;
+                serde_json::from_str(&text).map_err(|source| DatasetError::Json { path: file.clone(), source })?;
             dataset.add_json(&file.display().to_string(), &value)?;
         }
         Ok(dataset)
@@ -260,19 +231,14 @@ impl MispDataset {
     /// it in errors.
     pub fn add_json(&mut self, origin: &str, value: &Value) -> Result<(), DatasetError> {
         if value.get("events").is_some() && value.get("attributes").is_some() {
-            let saved: MispDataset =
-                serde_json::from_value(value.clone()).map_err(|e| DatasetError::Shape {
-                    path: origin.to_owned(),
-                    item: "saved data set".into(),
-                    why: e.to_string(),
-                })?;
+            let saved: MispDataset = serde_json::from_value(value.clone()).map_err(|e| DatasetError::Shape {
+                path: origin.to_owned(),
+                item: "saved data set".into(),
+                why: e.to_string(),
+            })?;
             for event in saved.events {
-                let attrs: Vec<MispAttribute> = saved
-                    .attributes
-                    .iter()
-                    .filter(|a| a.event_id == event.id)
-                    .cloned()
-                    .collect();
+                let attrs: Vec<MispAttribute> =
+                    saved.attributes.iter().filter(|a| a.event_id == event.id).cloned().collect();
                 self.insert_event_with_attributes(event, attrs);
             }
             return Ok(());
@@ -299,21 +265,16 @@ impl MispDataset {
     }
 
     /// Keep ids unique: an event or attribute whose id is already taken gets a fresh one.
-    fn insert_event_with_attributes(
-        &mut self,
-        mut event: MispEvent,
-        mut attrs: Vec<MispAttribute>,
-    ) {
+    fn insert_event_with_attributes(&mut self, mut event: MispEvent, mut attrs: Vec<MispAttribute>) {
         if event.id == 0 || self.events.iter().any(|e| e.id == event.id) {
             event.id = self.next_event_id();
         }
-        let mut next_obj = self.next_object_id();
+        let first_obj = self.next_object_id();
         let mut object_map = BTreeMap::new();
-        for obj in &mut event.objects {
+        for (i, obj) in event.objects.iter_mut().enumerate() {
             let old = obj.id;
-            obj.id = next_obj;
+            obj.id = first_obj + i as u64;
             obj.event_id = event.id;
-            next_obj += 1;
             object_map.insert(old, obj.id);
         }
         for tag in &mut event.tags {
@@ -339,34 +300,22 @@ impl MispDataset {
         self.attributes.extend(attrs);
     }
 
-    fn add_event_json(
-        &mut self,
-        origin: &str,
-        index: usize,
-        value: &Value,
-    ) -> Result<(), DatasetError> {
+    fn add_event_json(&mut self, origin: &str, index: usize, value: &Value) -> Result<(), DatasetError> {
         let shape = |why: &str| DatasetError::Shape {
             path: origin.to_owned(),
             item: format!("event #{index}"),
             why: why.to_owned(),
         };
         let ev = value.get("Event").unwrap_or(value);
-        let ev = ev
-            .as_object()
-            .ok_or_else(|| shape("the event is not a JSON object"))?;
+        let ev = ev.as_object().ok_or_else(|| shape("the event is not a JSON object"))?;
         let uuid = text(ev.get("uuid")).ok_or_else(|| shape("the event has no uuid"))?;
-        let item = |what: String| DatasetError::Shape {
-            path: origin.to_owned(),
-            item: format!("event {uuid}"),
-            why: what,
-        };
+        let item =
+            |what: String| DatasetError::Shape { path: origin.to_owned(), item: format!("event {uuid}"), why: what };
         let timestamp = num(ev.get("timestamp")).unwrap_or(0);
         let orgc = org(ev.get("Orgc")).unwrap_or_else(default_org);
         let org_ = org(ev.get("Org")).unwrap_or_else(|| orgc.clone());
         let event = MispEvent {
-            id: num(ev.get("id"))
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0),
+            id: num(ev.get("id")).and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
             uuid: uuid.clone(),
             info: text(ev.get("info")).unwrap_or_default(),
             date: text(ev.get("date")).unwrap_or_else(|| date_of(timestamp)),
@@ -384,30 +333,20 @@ impl MispDataset {
         let mut event = event;
         let mut attrs = Vec::new();
         if let Some(list) = ev.get("Attribute") {
-            let list = list
-                .as_array()
-                .ok_or_else(|| item("Attribute is not a list".into()))?;
+            let list = list.as_array().ok_or_else(|| item("Attribute is not a list".into()))?;
             for (i, a) in list.iter().enumerate() {
-                attrs.push(
-                    attribute_of(a, 0, None)
-                        .map_err(|why| item(format!("attribute #{i}: {why}")))?,
-                );
+                attrs.push(attribute_of(a, 0, None).map_err(|why| item(format!("attribute #{i}: {why}")))?);
             }
         }
         if let Some(list) = ev.get("Object") {
-            let list = list
-                .as_array()
-                .ok_or_else(|| item("Object is not a list".into()))?;
+            let list = list.as_array().ok_or_else(|| item("Object is not a list".into()))?;
             for (i, o) in list.iter().enumerate() {
                 let obj_id = i as u64 + 1;
-                let o = o
-                    .as_object()
-                    .ok_or_else(|| item(format!("object #{i} is not a JSON object")))?;
+                let o = o.as_object().ok_or_else(|| item(format!("object #{i} is not a JSON object")))?;
                 let obj = MispObject {
                     id: obj_id,
                     event_id: 0,
-                    uuid: text(o.get("uuid"))
-                        .ok_or_else(|| item(format!("object #{i} has no uuid")))?,
+                    uuid: text(o.get("uuid")).ok_or_else(|| item(format!("object #{i} has no uuid")))?,
                     name: text(o.get("name")).unwrap_or_else(|| "unknown".into()),
                     meta_category: text(o.get("meta-category")).unwrap_or_default(),
                     description: text(o.get("description")).unwrap_or_default(),
@@ -419,14 +358,10 @@ impl MispDataset {
                 };
                 if let Some(oattrs) = o.get("Attribute").and_then(Value::as_array) {
                     for (j, a) in oattrs.iter().enumerate() {
-                        let rel = a
-                            .get("object_relation")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned);
+                        let rel = a.get("object_relation").and_then(Value::as_str).map(str::to_owned);
                         attrs.push(
-                            attribute_of(a, obj_id, rel).map_err(|why| {
-                                item(format!("object #{i} attribute #{j}: {why}"))
-                            })?,
+                            attribute_of(a, obj_id, rel)
+                                .map_err(|why| item(format!("object #{i} attribute #{j}: {why}")))?,
                         );
                     }
                 }
@@ -439,50 +374,31 @@ impl MispDataset {
 
     /// JSON `{"Event": {...}}` of one event as the API returns it (ids as strings), with its
     /// attributes chosen by `keep`; `metadata` leaves attributes and objects out.
-    pub fn api_event_json(
-        &self,
-        event: &MispEvent,
-        keep: &dyn Fn(&MispAttribute) -> bool,
-        metadata: bool,
-    ) -> Value {
+    pub fn api_event_json(&self, event: &MispEvent, keep: &dyn Fn(&MispAttribute) -> bool, metadata: bool) -> Value {
         let mut e = Map::new();
         e.insert("id".into(), json!(event.id.to_string()));
         e.insert("orgc_id".into(), json!(event.orgc.id.to_string()));
         e.insert("org_id".into(), json!(event.org.id.to_string()));
         e.insert("date".into(), json!(event.date));
-        e.insert(
-            "threat_level_id".into(),
-            json!(event.threat_level_id.to_string()),
-        );
+        e.insert("threat_level_id".into(), json!(event.threat_level_id.to_string()));
         e.insert("info".into(), json!(event.info));
         e.insert("published".into(), json!(event.published));
         e.insert("uuid".into(), json!(event.uuid));
-        let attrs: Vec<&MispAttribute> = self
-            .attributes
-            .iter()
-            .filter(|a| a.event_id == event.id && keep(a))
-            .collect();
+        let attrs: Vec<&MispAttribute> = self.attributes.iter().filter(|a| a.event_id == event.id && keep(a)).collect();
         e.insert("attribute_count".into(), json!(attrs.len().to_string()));
         e.insert("analysis".into(), json!(event.analysis.to_string()));
         e.insert("timestamp".into(), json!(event.timestamp.to_string()));
         e.insert("distribution".into(), json!(event.distribution.to_string()));
         e.insert("proposal_email_lock".into(), json!(false));
         e.insert("locked".into(), json!(false));
-        e.insert(
-            "publish_timestamp".into(),
-            json!(event.publish_timestamp.to_string()),
-        );
+        e.insert("publish_timestamp".into(), json!(event.publish_timestamp.to_string()));
         e.insert("sharing_group_id".into(), json!("0"));
         e.insert("disable_correlation".into(), json!(false));
         e.insert("extends_uuid".into(), json!(""));
         e.insert("Org".into(), org_json(&event.org));
         e.insert("Orgc".into(), org_json(&event.orgc));
         if !metadata {
-            let flat: Vec<Value> = attrs
-                .iter()
-                .filter(|a| a.object_id == 0)
-                .map(|a| api_attribute_core(a))
-                .collect();
+            let flat: Vec<Value> = attrs.iter().filter(|a| a.object_id == 0).map(|a| api_attribute_core(a)).collect();
             e.insert("Attribute".into(), Value::Array(flat));
             let objects: Vec<Value> = event
                 .objects
@@ -506,10 +422,7 @@ impl MispDataset {
         e.insert("RelatedEvent".into(), json!([]));
         e.insert("Galaxy".into(), json!([]));
         e.insert("EventReport".into(), json!([]));
-        e.insert(
-            "Tag".into(),
-            Value::Array(event.tags.iter().map(tag_json).collect()),
-        );
+        e.insert("Tag".into(), Value::Array(event.tags.iter().map(tag_json).collect()));
         json!({ "Event": Value::Object(e) })
     }
 
@@ -541,19 +454,9 @@ impl MispDataset {
 
     /// `<uuid>.json` of the feed: no numeric ids, numbers as strings, live attributes only.
     pub fn feed_event(&self, uuid: &str) -> Option<Value> {
-        let e = self
-            .feed_events()
-            .find(|e| e.uuid.eq_ignore_ascii_case(uuid))?;
-        let live: Vec<&MispAttribute> = self
-            .attributes
-            .iter()
-            .filter(|a| a.event_id == e.id && !a.deleted)
-            .collect();
-        let flat: Vec<Value> = live
-            .iter()
-            .filter(|a| a.object_id == 0)
-            .map(|a| feed_attribute(a))
-            .collect();
+        let e = self.feed_events().find(|e| e.uuid.eq_ignore_ascii_case(uuid))?;
+        let live: Vec<&MispAttribute> = self.attributes.iter().filter(|a| a.event_id == e.id && !a.deleted).collect();
+        let flat: Vec<Value> = live.iter().filter(|a| a.object_id == 0).map(|a| feed_attribute(a)).collect();
         let objects: Vec<Value> = e
             .objects
             .iter()
@@ -583,11 +486,7 @@ impl MispDataset {
     pub fn feed_hashes_csv(&self) -> String {
         let mut out = String::new();
         for e in self.feed_events() {
-            for a in self
-                .attributes
-                .iter()
-                .filter(|a| a.event_id == e.id && !a.deleted)
-            {
+            for a in self.attributes.iter().filter(|a| a.event_id == e.id && !a.deleted) {
                 for part in a.parts() {
                     let digest = Md5::digest(part.as_bytes());
                     for b in digest {
@@ -607,10 +506,7 @@ impl MispDataset {
             let path = dir.join(name);
             std::fs::write(&path, bytes).map_err(|source| DatasetError::Write { path, source })
         };
-        std::fs::create_dir_all(dir).map_err(|source| DatasetError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| DatasetError::Write { path: dir.to_owned(), source })?;
         for e in self.feed_events() {
             if let Some(v) = self.feed_event(&e.uuid) {
                 write(&format!("{}.json", e.uuid), v.to_string().as_bytes())?;
@@ -642,10 +538,7 @@ pub fn api_attribute_core(a: &MispAttribute) -> Value {
     m.insert("last_seen".into(), json!(a.last_seen));
     m.insert("value".into(), json!(a.value));
     if !a.tags.is_empty() {
-        m.insert(
-            "Tag".into(),
-            Value::Array(a.tags.iter().map(tag_json).collect()),
-        );
+        m.insert("Tag".into(), Value::Array(a.tags.iter().map(tag_json).collect()));
     }
     Value::Object(m)
 }
@@ -684,10 +577,7 @@ fn feed_attribute(a: &MispAttribute) -> Value {
         m.insert("last_seen".into(), json!(ls));
     }
     if !a.tags.is_empty() {
-        m.insert(
-            "Tag".into(),
-            Value::Array(a.tags.iter().map(feed_tag_json).collect()),
-        );
+        m.insert("Tag".into(), Value::Array(a.tags.iter().map(feed_tag_json).collect()));
     }
     Value::Object(m)
 }
@@ -696,9 +586,7 @@ fn feed_attribute(a: &MispAttribute) -> Value {
 
 pub(crate) fn num(v: Option<&Value>) -> Option<i64> {
     match v? {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
     }
@@ -730,19 +618,13 @@ fn small(v: Option<&Value>, default: u8) -> u8 {
 }
 
 fn default_org() -> MispOrg {
-    MispOrg {
-        id: 1,
-        name: "ORGNAME".into(),
-        uuid: "5d9f1a5e-6a00-4d3f-8c55-24b2a4c0b0f1".into(),
-    }
+    MispOrg { id: 1, name: "ORGNAME".into(), uuid: "5d9f1a5e-6a00-4d3f-8c55-24b2a4c0b0f1".into() }
 }
 
 fn org(v: Option<&Value>) -> Option<MispOrg> {
     let o = v?.as_object()?;
     Some(MispOrg {
-        id: num(o.get("id"))
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(1),
+        id: num(o.get("id")).and_then(|n| u64::try_from(n).ok()).unwrap_or(1),
         name: text(o.get("name"))?,
         uuid: text(o.get("uuid")).unwrap_or_default(),
     })
@@ -766,24 +648,17 @@ fn tags_of(v: Option<&Value>) -> Vec<MispTag> {
         .unwrap_or_default()
 }
 
-fn attribute_of(
-    a: &Value,
-    object_id: u64,
-    relation: Option<String>,
-) -> Result<MispAttribute, String> {
+fn attribute_of(a: &Value, object_id: u64, relation: Option<String>) -> Result<MispAttribute, String> {
     let a = a.as_object().ok_or("not a JSON object")?;
     let attr_type = text(a.get("type")).ok_or("no type")?;
     let value = text(a.get("value")).ok_or("no value")?;
     Ok(MispAttribute {
-        id: num(a.get("id"))
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0),
+        id: num(a.get("id")).and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
         event_id: 0,
         object_id,
         object_relation: relation,
         uuid: text(a.get("uuid")).ok_or("no uuid")?,
-        category: text(a.get("category"))
-            .unwrap_or_else(|| default_category(&attr_type).to_owned()),
+        category: text(a.get("category")).unwrap_or_else(|| default_category(&attr_type).to_owned()),
         attr_type,
         value,
         to_ids: flag(a.get("to_ids")).unwrap_or(false),
@@ -808,25 +683,19 @@ pub fn date_of(epoch: i64) -> String {
 /// A random version-4 UUID from `rng`, so a seed reproduces the same data set.
 fn uuid_from(rng: &mut StdRng) -> String {
     let bytes: [u8; 16] = rng.gen();
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
 fn hex(rng: &mut StdRng, len: usize) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..len)
-        .map(|_| DIGITS[rng.gen_range(0..16)] as char)
-        .collect()
+    (0..len).map(|_| DIGITS[rng.gen_range(0..16)] as char).collect()
 }
 
 const WORDS: &[&str] = &[
-    "update", "secure", "login", "cdn", "mail", "cloud", "files", "drive", "account", "verify",
-    "portal", "static", "api", "sync", "office", "support", "invoice", "track", "pay", "wallet",
+    "update", "secure", "login", "cdn", "mail", "cloud", "files", "drive", "account", "verify", "portal", "static",
+    "api", "sync", "office", "support", "invoice", "track", "pay", "wallet",
 ];
-const TLDS: &[&str] = &[
-    "com", "net", "org", "info", "top", "xyz", "ru", "io", "biz", "online",
-];
+const TLDS: &[&str] = &["com", "net", "org", "info", "top", "xyz", "ru", "io", "biz", "online"];
 
 fn domain(rng: &mut StdRng) -> String {
     let a = WORDS[rng.gen_range(0..WORDS.len())];
@@ -846,12 +715,7 @@ fn public_ipv4(rng: &mut StdRng) -> String {
         if matches!(a, 10 | 100 | 127 | 169 | 172 | 192) {
             continue;
         }
-        return format!(
-            "{a}.{}.{}.{}",
-            rng.gen::<u8>(),
-            rng.gen::<u8>(),
-            rng.gen_range(1..=254u8)
-        );
+        return format!("{a}.{}.{}.{}", rng.gen::<u8>(), rng.gen::<u8>(), rng.gen_range(1..=254u8));
     }
 }
 
@@ -878,42 +742,20 @@ fn value_for(rng: &mut StdRng, attr_type: &str, invalid: bool) -> String {
         "url" => {
             let path = WORDS[rng.gen_range(0..WORDS.len())];
             let scheme = if rng.gen_bool(0.7) { "https" } else { "http" };
-            format!(
-                "{scheme}://{}/{path}/{}.php?id={}",
-                domain(rng),
-                hex(rng, 6),
-                rng.gen_range(1..10_000)
-            )
+            format!("{scheme}://{}/{path}/{}.php?id={}", domain(rng), hex(rng, 6), rng.gen_range(1..10_000))
         }
         "ip-dst" => public_ipv4(rng),
-        "email-src" => format!(
-            "{}.{}@{}",
-            WORDS[rng.gen_range(0..WORDS.len())],
-            rng.gen_range(1..999),
-            domain(rng)
-        ),
-        "filename|sha1" => format!(
-            "{}_{}.exe|{}",
-            WORDS[rng.gen_range(0..WORDS.len())],
-            rng.gen_range(1..99),
-            hex(rng, 40)
-        ),
+        "email-src" => format!("{}.{}@{}", WORDS[rng.gen_range(0..WORDS.len())], rng.gen_range(1..999), domain(rng)),
+        "filename|sha1" => {
+            format!("{}_{}.exe|{}", WORDS[rng.gen_range(0..WORDS.len())], rng.gen_range(1..99), hex(rng, 40))
+        }
         "domain|ip" => format!("{}|{}", domain(rng), public_ipv4(rng)),
         _ => hex(rng, 16),
     }
 }
 
-const GENERATED_TYPES: &[&str] = &[
-    "sha1",
-    "sha256",
-    "md5",
-    "domain",
-    "url",
-    "ip-dst",
-    "filename|sha1",
-    "domain|ip",
-    "email-src",
-];
+const GENERATED_TYPES: &[&str] =
+    &["sha1", "sha256", "md5", "domain", "url", "ip-dst", "filename|sha1", "domain|ip", "email-src"];
 
 /// A realistic data set of `events` events with `attrs_per_event` attributes each, the same
 /// for the same `seed`. About 80% of events are published, each carries one TLP tag
@@ -923,22 +765,13 @@ const GENERATED_TYPES: &[&str] = &[
 pub fn generate_dataset(events: usize, attrs_per_event: usize, seed: u64) -> MispDataset {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut ds = MispDataset::new();
-    ds.attributes
-        .reserve(events.saturating_mul(attrs_per_event));
+    ds.attributes.reserve(events.saturating_mul(attrs_per_event));
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let total = (events.saturating_mul(attrs_per_event)) as i64;
     let start = now - 3600 - total;
     let orgs = [
-        MispOrg {
-            id: 1,
-            name: "CIRCL".into(),
-            uuid: "55f6ea5e-2c60-40e5-964f-47a8950d210f".into(),
-        },
-        MispOrg {
-            id: 2,
-            name: "CERT-EXAMPLE".into(),
-            uuid: "5c9b1d6e-8f0e-4a55-9b1f-3a4f2d0c9e11".into(),
-        },
+        MispOrg { id: 1, name: "CIRCL".into(), uuid: "55f6ea5e-2c60-40e5-964f-47a8950d210f".into() },
+        MispOrg { id: 2, name: "CERT-EXAMPLE".into(), uuid: "5c9b1d6e-8f0e-4a55-9b1f-3a4f2d0c9e11".into() },
     ];
     let mut ts = start;
     let mut next_attr: u64 = 1;
@@ -981,27 +814,14 @@ pub fn generate_dataset(events: usize, attrs_per_event: usize, seed: u64) -> Mis
         for i in 0..attrs_per_event {
             ts += 1;
             let (attr_type, relation, obj) = if in_object && i < 4 {
-                let (t, r) = [
-                    ("sha256", "sha256"),
-                    ("sha1", "sha1"),
-                    ("md5", "md5"),
-                    ("filename", "filename"),
-                ][i];
+                let (t, r) = [("sha256", "sha256"), ("sha1", "sha1"), ("md5", "md5"), ("filename", "filename")][i];
                 (t, Some(r.to_owned()), object_id)
             } else {
-                (
-                    GENERATED_TYPES[rng.gen_range(0..GENERATED_TYPES.len())],
-                    None,
-                    0,
-                )
+                (GENERATED_TYPES[rng.gen_range(0..GENERATED_TYPES.len())], None, 0)
             };
             let invalid = rng.gen_bool(0.02) && attr_type != "filename";
             let value = if attr_type == "filename" {
-                format!(
-                    "{}_{}.dll",
-                    WORDS[rng.gen_range(0..WORDS.len())],
-                    rng.gen_range(1..99)
-                )
+                format!("{}_{}.dll", WORDS[rng.gen_range(0..WORDS.len())], rng.gen_range(1..99))
             } else {
                 value_for(&mut rng, attr_type, invalid)
             };
@@ -1026,11 +846,7 @@ pub fn generate_dataset(events: usize, attrs_per_event: usize, seed: u64) -> Mis
                 disable_correlation: false,
                 timestamp: ts,
                 distribution: 5,
-                comment: if rng.gen_bool(0.1) {
-                    "seen in phishing wave".into()
-                } else {
-                    String::new()
-                },
+                comment: if rng.gen_bool(0.1) { "seen in phishing wave".into() } else { String::new() },
                 first_seen: None,
                 last_seen: None,
                 tags: attr_tags,
@@ -1040,10 +856,7 @@ pub fn generate_dataset(events: usize, attrs_per_event: usize, seed: u64) -> Mis
         ds.events.push(MispEvent {
             id: event_id,
             uuid: uuid_from(&mut rng),
-            info: format!(
-                "Generated campaign #{event_id}: {} infrastructure",
-                WORDS[rng.gen_range(0..WORDS.len())]
-            ),
+            info: format!("Generated campaign #{event_id}: {} infrastructure", WORDS[rng.gen_range(0..WORDS.len())]),
             date: date_of(event_start),
             threat_level_id: rng.gen_range(1..=4),
             analysis: rng.gen_range(0..=2),
@@ -1076,10 +889,7 @@ mod tests {
         let ids: HashSet<u64> = a.attributes.iter().map(|x| x.id).collect();
         assert_eq!(ids.len(), 200);
         assert!(a.attributes.iter().any(|x| !x.to_ids));
-        assert!(a
-            .events
-            .iter()
-            .all(|e| e.tags.iter().any(|t| t.name.starts_with("tlp:"))));
+        assert!(a.events.iter().all(|e| e.tags.iter().any(|t| t.name.starts_with("tlp:"))));
     }
 
     #[test]
@@ -1087,10 +897,8 @@ mod tests {
         let ds = generate_dataset(5, 10, 1);
         let dir = tempfile::tempdir().unwrap();
         ds.write_feed_dir(dir.path()).unwrap();
-        let manifest: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("manifest.json")).unwrap(),
-        )
-        .unwrap();
+        let manifest: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("manifest.json")).unwrap()).unwrap();
         let published = ds.events.iter().filter(|e| e.published).count();
         assert_eq!(manifest.as_object().unwrap().len(), published);
         for (_, entry) in manifest.as_object().unwrap() {
@@ -1118,24 +926,13 @@ mod tests {
     #[test]
     fn loader_reports_the_bad_item_and_never_panics() {
         let mut ds = MispDataset::new();
-        let err = ds
-            .add_json("x.json", &json!({"Event": {"info": "no uuid"}}))
-            .unwrap_err();
+        let err = ds.add_json("x.json", &json!({"Event": {"info": "no uuid"}})).unwrap_err();
         assert!(err.to_string().contains("no uuid"), "{err}");
-        let err = ds
-            .add_json(
-                "x.json",
-                &json!({"Event": {"uuid": "u1", "Attribute": [{"type": "sha1"}]}}),
-            )
-            .unwrap_err();
+        let err =
+            ds.add_json("x.json", &json!({"Event": {"uuid": "u1", "Attribute": [{"type": "sha1"}]}})).unwrap_err();
         assert!(err.to_string().contains("attribute #0: no value"), "{err}");
         assert!(ds.add_json("x.json", &json!(42)).is_err());
-        for garbage in [
-            json!(null),
-            json!([1, 2]),
-            json!({"Event": []}),
-            json!({"response": "x"}),
-        ] {
+        for garbage in [json!(null), json!([1, 2]), json!({"Event": []}), json!({"response": "x"})] {
             let _ = ds.add_json("g.json", &garbage);
         }
     }

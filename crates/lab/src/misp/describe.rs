@@ -100,28 +100,18 @@ const EXTRA: &[(&str, &str)] = &[
 
 /// Default (category, to_ids) of a type, if the lab knows it.
 pub fn sane_default(attr_type: &str) -> Option<(&'static str, bool)> {
-    TYPES
-        .iter()
-        .find(|(t, _, _)| *t == attr_type)
-        .map(|(_, c, ids)| (*c, *ids == 1))
+    TYPES.iter().find(|(t, _, _)| *t == attr_type).map(|(_, c, ids)| (*c, *ids == 1))
 }
 
 /// The `result` object of `GET /attributes/describeTypes.json`.
 pub fn describe_types() -> Value {
     let mut sane = Map::new();
     for (t, c, ids) in TYPES {
-        sane.insert(
-            (*t).to_owned(),
-            json!({"default_category": c, "to_ids": ids}),
-        );
+        sane.insert((*t).to_owned(), json!({"default_category": c, "to_ids": ids}));
     }
     let mut mappings = Map::new();
     for cat in CATEGORIES {
-        let mut types: Vec<&str> = TYPES
-            .iter()
-            .filter(|(_, c, _)| c == cat)
-            .map(|(t, _, _)| *t)
-            .collect();
+        let mut types: Vec<&str> = TYPES.iter().filter(|(_, c, _)| c == cat).map(|(t, _, _)| *t).collect();
         types.extend(EXTRA.iter().filter(|(c, _)| c == cat).map(|(_, t)| *t));
         if *cat == "Other" {
             types.extend(["md5", "sha1", "sha256", "domain", "url", "ip-dst"]);

@@ -39,8 +39,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 pub use dataset::{
-    generate_dataset, DatasetError, MispAttribute, MispDataset, MispEvent, MispObject, MispOrg,
-    MispTag,
+    generate_dataset, DatasetError, MispAttribute, MispDataset, MispEvent, MispObject, MispOrg, MispTag,
 };
 use query::{OrderField, Query};
 
@@ -127,10 +126,7 @@ impl MispState {
 
     /// Values dropped by `enforceWarninglist` (compared case-insensitively).
     pub fn set_warninglist<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, values: I) {
-        self.write().warninglist = values
-            .into_iter()
-            .map(|v| v.as_ref().to_ascii_lowercase())
-            .collect();
+        self.write().warninglist = values.into_iter().map(|v| v.as_ref().to_ascii_lowercase()).collect();
     }
 
     /// A copy of the whole data set.
@@ -150,11 +146,7 @@ impl MispState {
 
     pub fn attribute(&self, id_or_uuid: &str) -> Option<MispAttribute> {
         let g = self.read();
-        g.data
-            .attributes
-            .iter()
-            .find(|a| matches_key(a, id_or_uuid))
-            .cloned()
+        g.data.attributes.iter().find(|a| matches_key(a, id_or_uuid)).cloned()
     }
 
     pub fn sightings(&self) -> Vec<Sighting> {
@@ -172,11 +164,7 @@ impl MispState {
         let t = now();
         let id = g.data.next_event_id();
         let tags = tags.iter().map(|n| g.data.tag(n)).collect();
-        let org = MispOrg {
-            id: 1,
-            name: "ORGNAME".into(),
-            uuid: "5d9f1a5e-6a00-4d3f-8c55-24b2a4c0b0f1".into(),
-        };
+        let org = MispOrg { id: 1, name: "ORGNAME".into(), uuid: "5d9f1a5e-6a00-4d3f-8c55-24b2a4c0b0f1".into() };
         g.data.events.push(MispEvent {
             id,
             uuid: uuid::Uuid::new_v4().to_string(),
@@ -278,12 +266,7 @@ impl MispState {
     pub fn set_published(&self, event_id: u64, published: bool) -> Result<(), MispError> {
         let mut g = self.write();
         let t = fresh_timestamp(&g.data);
-        let e = g
-            .data
-            .events
-            .iter_mut()
-            .find(|e| e.id == event_id)
-            .ok_or(MispError::NoSuchEvent(event_id))?;
+        let e = g.data.events.iter_mut().find(|e| e.id == event_id).ok_or(MispError::NoSuchEvent(event_id))?;
         e.published = published;
         if published {
             e.publish_timestamp = t;
@@ -300,12 +283,7 @@ fn matches_key(a: &MispAttribute, key: &str) -> bool {
 /// Now, or one second past the newest timestamp in the data set if that is later, so edits
 /// made within one second are still strictly newer than what a client saw.
 fn fresh_timestamp(data: &MispDataset) -> i64 {
-    let newest = data
-        .attributes
-        .iter()
-        .map(|a| a.timestamp)
-        .max()
-        .unwrap_or(0);
+    let newest = data.attributes.iter().map(|a| a.timestamp).max().unwrap_or(0);
     now().max(newest + 1)
 }
 
@@ -324,51 +302,27 @@ pub fn router(state: Arc<MispState>) -> Router {
         .route("/users/view/me.json", get(view_me))
         .route("/attributes/describeTypes", get(describe_types))
         .route("/attributes/describeTypes.json", get(describe_types))
-        .route(
-            "/attributes/restSearch",
-            get(attributes_search).post(attributes_search),
-        )
-        .route(
-            "/attributes/restSearch.json",
-            get(attributes_search).post(attributes_search),
-        )
+        .route("/attributes/restSearch", get(attributes_search).post(attributes_search))
+        .route("/attributes/restSearch.json", get(attributes_search).post(attributes_search))
         .route("/events/restSearch", get(events_search).post(events_search))
-        .route(
-            "/events/restSearch.json",
-            get(events_search).post(events_search),
-        )
+        .route("/events/restSearch.json", get(events_search).post(events_search))
         .route("/sightings/add", post(add_sighting))
         .route("/sightings/add/{id}", post(add_sighting_for))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_key,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_key));
     let feed = Router::new()
         .route("/feed/manifest.json", get(feed_manifest))
         .route("/feed/hashes.csv", get(feed_hashes))
         .route("/feed/{file}", get(feed_event))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_up,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_up));
     api.merge(feed).fallback(not_found).with_state(state)
 }
 
 fn error(status: StatusCode, name: &str, message: &str, url: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"name": name, "message": message, "url": url})),
-    )
-        .into_response()
+    (status, axum::Json(json!({"name": name, "message": message, "url": url}))).into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "Not Found",
-        "The requested address was not found on this server.",
-        uri.path(),
-    )
+    error(StatusCode::NOT_FOUND, "Not Found", "The requested address was not found on this server.", uri.path())
 }
 
 fn down_response(uri: &Uri) -> Response {
@@ -396,10 +350,7 @@ async fn require_key(State(state): State<Arc<MispState>>, req: Request, next: Ne
         .map(str::trim);
     let (ok, down) = {
         let g = state.read();
-        (
-            presented.is_some_and(|k| !k.is_empty() && g.api_keys.iter().any(|a| a == k)),
-            g.down,
-        )
+        (presented.is_some_and(|k| !k.is_empty() && g.api_keys.iter().any(|a| a == k)), g.down)
     };
     if !ok {
         let msg = "Authentication failed. Please make sure you pass the API key of an API enabled user along in the Authorization header.";
@@ -457,6 +408,8 @@ async fn describe_types() -> Response {
 
 /// The body of a restSearch: JSON for POST; for GET the query string as an object of strings
 /// (a GET without parameters is refused, as MISP does).
+// The error is the HTTP answer itself, built at most once per request.
+#[allow(clippy::result_large_err)]
 fn search_body(method: &Method, uri: &Uri, body: &Bytes) -> Result<Value, Response> {
     if method == Method::GET {
         let q = uri.query().unwrap_or("");
@@ -486,10 +439,7 @@ fn json_response(value: &Value, count: usize, skipped: usize) -> Response {
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     let mut resp = Response::new(Body::from(bytes));
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert("x-result-count", HeaderValue::from(count));
     h.insert("x-skipped-elements-count", HeaderValue::from(skipped));
     h.insert("x-export-module-used", HeaderValue::from_static("json"));
@@ -519,17 +469,10 @@ fn page_of<T>(items: Vec<T>, limit: Option<usize>, page: usize) -> Vec<T> {
 fn warninglisted(list: &HashSet<String>, a: &MispAttribute) -> bool {
     !list.is_empty()
         && (list.contains(&a.value.to_ascii_lowercase())
-            || a.parts()
-                .iter()
-                .any(|p| list.contains(&p.to_ascii_lowercase())))
+            || a.parts().iter().any(|p| list.contains(&p.to_ascii_lowercase())))
 }
 
-async fn attributes_search(
-    State(state): State<Arc<MispState>>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
+async fn attributes_search(State(state): State<Arc<MispState>>, method: Method, uri: Uri, body: Bytes) -> Response {
     let body = match search_body(&method, &uri, &body) {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -537,14 +480,7 @@ async fn attributes_search(
     record(&state, &body);
     let q = match Query::parse(&body, now(), false) {
         Ok(q) => q,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Invalid parameter.",
-                &e.to_string(),
-                uri.path(),
-            )
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid parameter.", &e.to_string(), uri.path()),
     };
     let g = state.read();
     let events: HashMap<u64, &MispEvent> = g.data.events.iter().map(|e| (e.id, e)).collect();
@@ -566,23 +502,14 @@ async fn attributes_search(
     let page = page_of(hits, q.limit, q.page);
     let before = page.len();
     let page: Vec<(&MispAttribute, &MispEvent)> = if q.enforce_warninglist {
-        page.into_iter()
-            .filter(|(a, _)| !warninglisted(&g.warninglist, a))
-            .collect()
+        page.into_iter().filter(|(a, _)| !warninglisted(&g.warninglist, a)).collect()
     } else {
         page
     };
     let skipped = before - page.len();
-    let rendered: Vec<Value> = page
-        .iter()
-        .map(|(a, e)| render_attribute(a, e, &q))
-        .collect();
+    let rendered: Vec<Value> = page.iter().map(|(a, e)| render_attribute(a, e, &q)).collect();
     let count = rendered.len();
-    json_response(
-        &json!({"response": {"Attribute": rendered}}),
-        count,
-        skipped,
-    )
+    json_response(&json!({"response": {"Attribute": rendered}}), count, skipped)
 }
 
 fn sort_attributes(hits: &mut [(&MispAttribute, &MispEvent)], field: OrderField) {
@@ -590,12 +517,8 @@ fn sort_attributes(hits: &mut [(&MispAttribute, &MispEvent)], field: OrderField)
         OrderField::Id => hits.sort_by_key(|(a, _)| a.id),
         OrderField::EventId => hits.sort_by_key(|(a, _)| (a.event_id, a.id)),
         OrderField::Timestamp => hits.sort_by_key(|(a, _)| (a.timestamp, a.id)),
-        OrderField::Type => {
-            hits.sort_by(|x, y| (&x.0.attr_type, x.0.id).cmp(&(&y.0.attr_type, y.0.id)))
-        }
-        OrderField::Category => {
-            hits.sort_by(|x, y| (&x.0.category, x.0.id).cmp(&(&y.0.category, y.0.id)))
-        }
+        OrderField::Type => hits.sort_by(|x, y| (&x.0.attr_type, x.0.id).cmp(&(&y.0.attr_type, y.0.id))),
+        OrderField::Category => hits.sort_by(|x, y| (&x.0.category, x.0.id).cmp(&(&y.0.category, y.0.id))),
         OrderField::Value => hits.sort_by(|x, y| (&x.0.value, x.0.id).cmp(&(&y.0.value, y.0.id))),
         OrderField::PublishTimestamp => hits.sort_by_key(|(a, e)| (e.publish_timestamp, a.id)),
     }
@@ -644,12 +567,7 @@ fn render_attribute(a: &MispAttribute, e: &MispEvent, q: &Query) -> Value {
     v
 }
 
-async fn events_search(
-    State(state): State<Arc<MispState>>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
+async fn events_search(State(state): State<Arc<MispState>>, method: Method, uri: Uri, body: Bytes) -> Response {
     let body = match search_body(&method, &uri, &body) {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -657,14 +575,7 @@ async fn events_search(
     record(&state, &body);
     let q = match Query::parse(&body, now(), true) {
         Ok(q) => q,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Invalid parameter.",
-                &e.to_string(),
-                uri.path(),
-            )
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid parameter.", &e.to_string(), uri.path()),
     };
     let g = state.read();
     let attr_filtered = q.has_attribute_filters();
@@ -689,24 +600,15 @@ async fn events_search(
         .collect();
     match q.order {
         Some((OrderField::Timestamp, _)) => hits.sort_by_key(|e| (e.timestamp, e.id)),
-        Some((OrderField::PublishTimestamp, _)) => {
-            hits.sort_by_key(|e| (e.publish_timestamp, e.id))
-        }
+        Some((OrderField::PublishTimestamp, _)) => hits.sort_by_key(|e| (e.publish_timestamp, e.id)),
         _ => hits.sort_by_key(|e| e.id),
     }
     if matches!(q.order, Some((_, false))) {
         hits.reverse();
     }
     let page = page_of(hits, q.limit, q.page);
-    let keep = |a: &MispAttribute| {
-        g.data
-            .event(a.event_id)
-            .is_some_and(|e| attr_q.attribute_matches(a, e, false))
-    };
-    let rendered: Vec<Value> = page
-        .iter()
-        .map(|e| g.data.api_event_json(e, &keep, q.metadata))
-        .collect();
+    let keep = |a: &MispAttribute| g.data.event(a.event_id).is_some_and(|e| attr_q.attribute_matches(a, e, false));
+    let rendered: Vec<Value> = page.iter().map(|e| g.data.api_event_json(e, &keep, q.metadata)).collect();
     let count = rendered.len();
     json_response(&json!({"response": rendered}), count, 0)
 }
@@ -767,10 +669,9 @@ fn sighting(state: &MispState, uri: &Uri, path_id: Option<String>, body: &Bytes)
         .filter(|a| !a.deleted)
         .filter(|a| {
             keys.iter().any(|k| matches_key(a, k))
-                || values.iter().any(|v| {
-                    a.value.eq_ignore_ascii_case(v)
-                        || a.parts().iter().any(|p| p.eq_ignore_ascii_case(v))
-                })
+                || values
+                    .iter()
+                    .any(|v| a.value.eq_ignore_ascii_case(v) || a.parts().iter().any(|p| p.eq_ignore_ascii_case(v)))
         })
         .map(|a| (a.id, a.uuid.clone(), a.event_id))
         .collect();
@@ -811,22 +712,16 @@ fn with_etag(headers: &HeaderMap, bytes: Vec<u8>, content_type: &'static str) ->
     let digest = Sha256::digest(&bytes);
     let tag: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     let etag = format!("\"{tag}\"");
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',').any(|t| {
-                t.trim() == etag || t.trim() == "*" || t.trim().trim_start_matches("W/") == etag
-            })
-        });
+    let fresh = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').any(|t| t.trim() == etag || t.trim() == "*" || t.trim().trim_start_matches("W/") == etag)
+    });
     let mut resp = if fresh {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
         let mut r = Response::new(Body::from(bytes));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         r
     };
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -851,15 +746,9 @@ async fn feed_event(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let event = file
-        .strip_suffix(".json")
-        .and_then(|uuid| state.read().data.feed_event(uuid));
+    let event = file.strip_suffix(".json").and_then(|uuid| state.read().data.feed_event(uuid));
     match event {
-        Some(v) => with_etag(
-            &headers,
-            serde_json::to_vec(&v).unwrap_or_default(),
-            "application/json",
-        ),
+        Some(v) => with_etag(&headers, serde_json::to_vec(&v).unwrap_or_default(), "application/json"),
         None => not_found(uri).await,
     }
 }
@@ -882,15 +771,10 @@ mod tests {
         if let Some(k) = key {
             req = req.header("Authorization", k);
         }
-        let resp = router(state.clone())
-            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
-            .await
-            .unwrap();
+        let resp = router(state.clone()).oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, headers, value)
     }
@@ -898,21 +782,9 @@ mod tests {
     fn small_state() -> (Arc<MispState>, u64) {
         let state = MispState::new(MispDataset::new(), KEY);
         let e = state.add_event("test", &["tlp:green"], true);
-        state
-            .add_attribute(
-                e,
-                "sha1",
-                "3395856ce81f2b7382dee72602f798b642f14140",
-                true,
-                &[],
-            )
-            .unwrap();
-        state
-            .add_attribute(e, "domain", "evil.example", true, &["tlp:red"])
-            .unwrap();
-        state
-            .add_attribute(e, "url", "https://evil.example/x", false, &[])
-            .unwrap();
+        state.add_attribute(e, "sha1", "3395856ce81f2b7382dee72602f798b642f14140", true, &[]).unwrap();
+        state.add_attribute(e, "domain", "evil.example", true, &["tlp:red"]).unwrap();
+        state.add_attribute(e, "url", "https://evil.example/x", false, &[]).unwrap();
         (state, e)
     }
 
@@ -921,26 +793,13 @@ mod tests {
         let (state, _) = small_state();
         let (s, _, v) = call(&state, "POST", "/attributes/restSearch", None, "{}").await;
         assert_eq!(s, StatusCode::FORBIDDEN);
-        assert!(v["message"]
-            .as_str()
-            .unwrap()
-            .contains("Authentication failed"));
-        let (s, _, _) = call(
-            &state,
-            "POST",
-            "/attributes/restSearch",
-            Some("wrong"),
-            "{}",
-        )
-        .await;
+        assert!(v["message"].as_str().unwrap().contains("Authentication failed"));
+        let (s, _, _) = call(&state, "POST", "/attributes/restSearch", Some("wrong"), "{}").await;
         assert_eq!(s, StatusCode::FORBIDDEN);
         let (s, _, _) = call(&state, "GET", "/feed/manifest.json", None, "").await;
         assert_eq!(s, StatusCode::OK);
         let (s, _, v) = call(&state, "GET", "/nope", Some(KEY), "").await;
-        assert_eq!(
-            (s, v["url"].as_str()),
-            (StatusCode::NOT_FOUND, Some("/nope"))
-        );
+        assert_eq!((s, v["url"].as_str()), (StatusCode::NOT_FOUND, Some("/nope")));
     }
 
     #[tokio::test]
@@ -960,36 +819,14 @@ mod tests {
         assert_eq!(h["x-result-count"], "3");
         assert_eq!(h["x-skipped-elements-count"], "0");
         assert_eq!(h["x-export-module-used"], "json");
-        assert!(
-            attrs[0]["id"].is_string()
-                && attrs[0]["timestamp"].is_string()
-                && attrs[0]["to_ids"].is_boolean()
-        );
-        let inherited = attrs[0]["Tag"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "tlp:green")
-            .unwrap();
+        assert!(attrs[0]["id"].is_string() && attrs[0]["timestamp"].is_string() && attrs[0]["to_ids"].is_boolean());
+        let inherited = attrs[0]["Tag"].as_array().unwrap().iter().find(|t| t["name"] == "tlp:green").unwrap();
         assert_eq!(inherited["inherited"], 1);
 
-        let (_, _, v) = call(
-            &state,
-            "POST",
-            "/attributes/restSearch",
-            Some(KEY),
-            r#"{"tags":["!tlp:red"],"to_ids":1}"#,
-        )
-        .await;
+        let (_, _, v) =
+            call(&state, "POST", "/attributes/restSearch", Some(KEY), r#"{"tags":["!tlp:red"],"to_ids":1}"#).await;
         assert_eq!(v["response"]["Attribute"].as_array().unwrap().len(), 1);
-        let (_, _, v) = call(
-            &state,
-            "POST",
-            "/attributes/restSearch",
-            Some(KEY),
-            r#"{"to_ids":"exclude"}"#,
-        )
-        .await;
+        let (_, _, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), r#"{"to_ids":"exclude"}"#).await;
         assert_eq!(v["response"]["Attribute"][0]["type"], "url");
         let (_, _, v) = call(
             &state,
@@ -1003,27 +840,10 @@ mod tests {
 
         let (s, _, v) = call(&state, "GET", "/attributes/restSearch", Some(KEY), "").await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
-        assert!(v["message"]
-            .as_str()
-            .unwrap()
-            .contains("GET and no parameters"));
-        let (s, _, v) = call(
-            &state,
-            "POST",
-            "/attributes/restSearch",
-            Some(KEY),
-            "{not json",
-        )
-        .await;
+        assert!(v["message"].as_str().unwrap().contains("GET and no parameters"));
+        let (s, _, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), "{not json").await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-        let (s, _, v) = call(
-            &state,
-            "POST",
-            "/attributes/restSearch",
-            Some(KEY),
-            r#"{"limit":"x"}"#,
-        )
-        .await;
+        let (s, _, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), r#"{"limit":"x"}"#).await;
         assert!(s == StatusCode::BAD_REQUEST && v["message"].as_str().unwrap().contains("limit"));
     }
 
@@ -1032,13 +852,7 @@ mod tests {
         let (state, e) = small_state();
         let (_, _, v) = call(&state, "POST", "/events/restSearch", Some(KEY), "{}").await;
         assert_eq!(v["response"].as_array().unwrap().len(), 1);
-        assert_eq!(
-            v["response"][0]["Event"]["Attribute"]
-                .as_array()
-                .unwrap()
-                .len(),
-            3
-        );
+        assert_eq!(v["response"][0]["Event"]["Attribute"].as_array().unwrap().len(), 3);
         assert_eq!(v["response"][0]["Event"]["id"], e.to_string());
         let uuid = state.dataset().attributes[0].uuid.clone();
         let before = state.attribute(&uuid).unwrap().timestamp;
@@ -1046,24 +860,10 @@ mod tests {
         assert!(after.timestamp > before && after.deleted);
         let (_, _, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), "{}").await;
         assert_eq!(v["response"]["Attribute"].as_array().unwrap().len(), 2);
-        let (_, _, v) = call(
-            &state,
-            "POST",
-            "/attributes/restSearch",
-            Some(KEY),
-            r#"{"deleted":1}"#,
-        )
-        .await;
+        let (_, _, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), r#"{"deleted":1}"#).await;
         assert_eq!(v["response"]["Attribute"][0]["uuid"], uuid.as_str());
         state.hard_delete_attribute(&uuid).unwrap();
-        let (_, _, v) = call(
-            &state,
-            "POST",
-            "/attributes/restSearch",
-            Some(KEY),
-            r#"{"deleted":[0,1]}"#,
-        )
-        .await;
+        let (_, _, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), r#"{"deleted":[0,1]}"#).await;
         assert_eq!(v["response"]["Attribute"].as_array().unwrap().len(), 2);
         assert!(state.hard_delete_attribute(&uuid).is_err());
     }

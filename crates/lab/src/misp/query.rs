@@ -18,10 +18,7 @@ pub struct QueryError {
 }
 
 fn bad(key: &str, why: impl Into<String>) -> QueryError {
-    QueryError {
-        key: key.to_owned(),
-        why: why.into(),
-    }
+    QueryError { key: key.to_owned(), why: why.into() }
 }
 
 /// `OR` / `NOT` / `AND` lists of terms; `%` is a wildcard, matching ignores ASCII case.
@@ -49,12 +46,7 @@ impl Terms {
                         "OR" => &mut t.or,
                         "NOT" => &mut t.not,
                         "AND" => &mut t.and,
-                        other => {
-                            return Err(bad(
-                                key,
-                                format!("unknown operator {other:?} (use OR, NOT, AND)"),
-                            ))
-                        }
+                        other => return Err(bad(key, format!("unknown operator {other:?} (use OR, NOT, AND)"))),
                     };
                     for term in list_of(key, list)? {
                         target.push(term);
@@ -77,9 +69,7 @@ impl Terms {
     /// of a composite value.)
     pub fn matches_any_of(&self, values: &[&str]) -> bool {
         let hit = |term: &String| values.iter().any(|v| like(term, v));
-        (self.or.is_empty() || self.or.iter().any(hit))
-            && !self.not.iter().any(hit)
-            && self.and.iter().all(hit)
+        (self.or.is_empty() || self.or.iter().any(hit)) && !self.not.iter().any(hit) && self.and.iter().all(hit)
     }
 }
 
@@ -95,10 +85,7 @@ fn list_of(key: &str, v: &Value) -> Result<Vec<String>, QueryError> {
                 other => Err(bad(key, format!("list items must be strings, got {other}"))),
             })
             .collect(),
-        other => Err(bad(
-            key,
-            format!("expected a string or a list, got {other}"),
-        )),
+        other => Err(bad(key, format!("expected a string or a list, got {other}"))),
     }
 }
 
@@ -141,7 +128,7 @@ pub struct TimeRange {
 
 impl TimeRange {
     pub fn contains(&self, t: i64) -> bool {
-        self.from.map_or(true, |f| t >= f) && self.to.map_or(true, |to| t <= to)
+        !matches!(self.from, Some(f) if t < f) && !matches!(self.to, Some(to) if t > to)
     }
 }
 
@@ -151,33 +138,18 @@ fn time_point(key: &str, v: &Value, now: i64) -> Result<i64, QueryError> {
     if let Some(n) = num(Some(v)) {
         return Ok(n);
     }
-    let s = v.as_str().ok_or_else(|| {
-        bad(
-            key,
-            format!("expected epoch seconds or a relative time, got {v}"),
-        )
-    })?;
+    let s = v.as_str().ok_or_else(|| bad(key, format!("expected epoch seconds or a relative time, got {v}")))?;
     let s = s.trim();
     let split = s.len().saturating_sub(1);
     let (digits, unit) = (s.get(..split).unwrap_or(""), s.get(split..).unwrap_or(""));
-    let n: i64 = digits.parse().map_err(|_| {
-        bad(
-            key,
-            format!("{s:?} is neither epoch seconds nor like \"7d\""),
-        )
-    })?;
+    let n: i64 = digits.parse().map_err(|_| bad(key, format!("{s:?} is neither epoch seconds nor like \"7d\"")))?;
     let secs = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         "w" => 604_800,
-        _ => {
-            return Err(bad(
-                key,
-                format!("{s:?}: unknown unit {unit:?} (use s, m, h, d, w)"),
-            ))
-        }
+        _ => return Err(bad(key, format!("{s:?}: unknown unit {unit:?} (use s, m, h, d, w)"))),
     };
     Ok(now.saturating_sub(n.saturating_mul(secs)))
 }
@@ -187,20 +159,13 @@ fn time_range(key: &str, v: Option<&Value>, now: i64) -> Result<Option<TimeRange
     match v {
         Value::Null => Ok(None),
         Value::Array(items) => match items.as_slice() {
-            [from, to] => Ok(Some(TimeRange {
-                from: Some(time_point(key, from, now)?),
-                to: Some(time_point(key, to, now)?),
-            })),
-            [from] => Ok(Some(TimeRange {
-                from: Some(time_point(key, from, now)?),
-                to: None,
-            })),
+            [from, to] => {
+                Ok(Some(TimeRange { from: Some(time_point(key, from, now)?), to: Some(time_point(key, to, now)?) }))
+            }
+            [from] => Ok(Some(TimeRange { from: Some(time_point(key, from, now)?), to: None })),
             _ => Err(bad(key, "a range must have two elements [from, to]")),
         },
-        _ => Ok(Some(TimeRange {
-            from: Some(time_point(key, v, now)?),
-            to: None,
-        })),
+        _ => Ok(Some(TimeRange { from: Some(time_point(key, v, now)?), to: None })),
     }
 }
 
@@ -265,9 +230,7 @@ fn usize_of(key: &str, v: Option<&Value>) -> Result<Option<usize>, QueryError> {
 fn bool_of(key: &str, v: Option<&Value>) -> Result<bool, QueryError> {
     match v {
         None | Some(Value::Null) => Ok(false),
-        Some(v) => {
-            flag(Some(v)).ok_or_else(|| bad(key, format!("expected 0/1 or a boolean, got {v}")))
-        }
+        Some(v) => flag(Some(v)).ok_or_else(|| bad(key, format!("expected 0/1 or a boolean, got {v}"))),
     }
 }
 
@@ -275,21 +238,13 @@ impl Query {
     /// Parse a restSearch body (a JSON object, optionally wrapped in `{"request": {...}}`).
     /// `events_scope` selects what `timestamp` means (event vs attribute last edit).
     pub fn parse(body: &Value, now: i64, events_scope: bool) -> Result<Query, QueryError> {
-        let body = body
-            .get("request")
-            .filter(|r| r.is_object())
-            .unwrap_or(body);
-        let obj = body
-            .as_object()
-            .ok_or_else(|| bad("body", "expected a JSON object"))?;
+        let body = body.get("request").filter(|r| r.is_object()).unwrap_or(body);
+        let obj = body.as_object().ok_or_else(|| bad("body", "expected a JSON object"))?;
         let get = |k: &str| obj.get(k);
 
         if let Some(fmt) = get("returnFormat").and_then(Value::as_str) {
             if !fmt.eq_ignore_ascii_case("json") {
-                return Err(bad(
-                    "returnFormat",
-                    format!("{fmt:?} is not served by the lab (only json)"),
-                ));
+                return Err(bad("returnFormat", format!("{fmt:?} is not served by the lab (only json)")));
             }
         }
         let to_ids = match get("to_ids") {
@@ -298,12 +253,7 @@ impl Query {
             Some(v) => match flag(Some(v)) {
                 Some(true) => Some(true),
                 Some(false) => None,
-                None => {
-                    return Err(bad(
-                        "to_ids",
-                        format!("expected 0, 1 or \"exclude\", got {v}"),
-                    ))
-                }
+                None => return Err(bad("to_ids", format!("expected 0, 1 or \"exclude\", got {v}"))),
             },
         };
         let published = match get("published") {
@@ -311,49 +261,26 @@ impl Query {
             Some(Value::Array(items)) if items.len() > 1 => None,
             Some(v) => {
                 let v = v.as_array().and_then(|a| a.first()).unwrap_or(v);
-                Some(
-                    flag(Some(v))
-                        .ok_or_else(|| bad("published", format!("expected a boolean, got {v}")))?,
-                )
+                Some(flag(Some(v)).ok_or_else(|| bad("published", format!("expected a boolean, got {v}")))?)
             }
         };
         let deleted = match get("deleted") {
-            None | Some(Value::Null) => Deleted {
-                live: true,
-                deleted: false,
-            },
+            None | Some(Value::Null) => Deleted { live: true, deleted: false },
             Some(Value::Array(items)) => {
-                let mut d = Deleted {
-                    live: false,
-                    deleted: false,
-                };
+                let mut d = Deleted { live: false, deleted: false };
                 for i in items {
                     match flag(Some(i)) {
                         Some(true) => d.deleted = true,
                         Some(false) => d.live = true,
-                        None => {
-                            return Err(bad(
-                                "deleted",
-                                format!("list items must be 0 or 1, got {i}"),
-                            ))
-                        }
+                        None => return Err(bad("deleted", format!("list items must be 0 or 1, got {i}"))),
                     }
                 }
                 d
             }
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("only") => Deleted {
-                live: false,
-                deleted: true,
-            },
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("only") => Deleted { live: false, deleted: true },
             Some(v) => match flag(Some(v)) {
-                Some(true) => Deleted {
-                    live: false,
-                    deleted: true,
-                },
-                Some(false) => Deleted {
-                    live: true,
-                    deleted: false,
-                },
+                Some(true) => Deleted { live: false, deleted: true },
+                Some(false) => Deleted { live: true, deleted: false },
                 None => return Err(bad("deleted", format!("expected 0, 1 or [0,1], got {v}"))),
             },
         };
@@ -365,11 +292,7 @@ impl Query {
             )
         } else {
             (
-                ts.or(time_range(
-                    "attribute_timestamp",
-                    get("attribute_timestamp"),
-                    now,
-                )?),
+                ts.or(time_range("attribute_timestamp", get("attribute_timestamp"), now)?),
                 time_range("event_timestamp", get("event_timestamp"), now)?,
             )
         };
@@ -385,9 +308,7 @@ impl Query {
         let date = |k: &str| -> Result<Option<String>, QueryError> {
             match get(k) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if s.len() == 10 && s.as_bytes().get(4) == Some(&b'-') => {
-                    Ok(Some(s.clone()))
-                }
+                Some(Value::String(s)) if s.len() == 10 && s.as_bytes().get(4) == Some(&b'-') => Ok(Some(s.clone())),
                 Some(v) => Err(bad(k, format!("expected a date YYYY-MM-DD, got {v}"))),
             }
         };
@@ -459,10 +380,7 @@ impl Query {
             return false;
         }
         let orgc_id = e.orgc.id.to_string();
-        if !self
-            .orgs
-            .matches_any_of(&[&e.orgc.name, &orgc_id, &e.orgc.uuid])
-        {
+        if !self.orgs.matches_any_of(&[&e.orgc.name, &orgc_id, &e.orgc.uuid]) {
             return false;
         }
         if check_tags && !tags_match(&self.tags, e.tags.iter()) {
@@ -472,12 +390,7 @@ impl Query {
     }
 
     /// Attribute-level filters; `event_tags` joins the attribute's own tags for `tags`.
-    pub fn attribute_matches(
-        &self,
-        a: &MispAttribute,
-        event: &MispEvent,
-        uuid_also_event: bool,
-    ) -> bool {
+    pub fn attribute_matches(&self, a: &MispAttribute, event: &MispEvent, uuid_also_event: bool) -> bool {
         if a.deleted && !self.deleted.deleted || !a.deleted && !self.deleted.live {
             return false;
         }
@@ -491,9 +404,7 @@ impl Query {
                 return false;
             }
         }
-        if !self.types.matches_any_of(&[&a.attr_type])
-            || !self.categories.matches_any_of(&[&a.category])
-        {
+        if !self.types.matches_any_of(&[&a.attr_type]) || !self.categories.matches_any_of(&[&a.category]) {
             return false;
         }
         if !self.values.is_empty() {
@@ -504,11 +415,7 @@ impl Query {
             }
         }
         if !self.uuids.is_empty() {
-            let spellings: Vec<&str> = if uuid_also_event {
-                vec![&a.uuid, &event.uuid]
-            } else {
-                vec![&a.uuid]
-            };
+            let spellings: Vec<&str> = if uuid_also_event { vec![&a.uuid, &event.uuid] } else { vec![&a.uuid] };
             if !self.uuids.matches_any_of(&spellings) {
                 return false;
             }
@@ -521,9 +428,7 @@ impl Query {
 /// AND = every term matches some tag.
 fn tags_match<'a>(terms: &Terms, tags: impl Iterator<Item = &'a MispTag> + Clone) -> bool {
     let hit = |term: &String| tags.clone().any(|t| like(term, &t.name));
-    (terms.or.is_empty() || terms.or.iter().any(hit))
-        && !terms.not.iter().any(hit)
-        && terms.and.iter().all(hit)
+    (terms.or.is_empty() || terms.or.iter().any(hit)) && !terms.not.iter().any(hit) && terms.and.iter().all(hit)
 }
 
 fn parse_order(o: &str) -> Result<(OrderField, bool), QueryError> {
@@ -533,12 +438,7 @@ fn parse_order(o: &str) -> Result<(OrderField, bool), QueryError> {
     let asc = match dir.to_ascii_lowercase().as_str() {
         "asc" => true,
         "desc" => false,
-        other => {
-            return Err(bad(
-                "order",
-                format!("direction {other:?} is neither asc nor desc"),
-            ))
-        }
+        other => return Err(bad("order", format!("direction {other:?} is neither asc nor desc"))),
     };
     let name = field.strip_prefix("Attribute.").unwrap_or(field);
     let f = match name {
@@ -577,10 +477,7 @@ mod tests {
         let t = Terms::parse("tags", Some(&json!(["a", "!b"]))).unwrap();
         assert_eq!((t.or, t.not), (vec!["a".to_owned()], vec!["b".to_owned()]));
         let t = Terms::parse("tags", Some(&json!({"NOT": ["tlp:red"], "OR": "x"}))).unwrap();
-        assert_eq!(
-            (t.or, t.not),
-            (vec!["x".to_owned()], vec!["tlp:red".to_owned()])
-        );
+        assert_eq!((t.or, t.not), (vec!["x".to_owned()], vec!["tlp:red".to_owned()]));
         assert!(Terms::parse("tags", Some(&json!({"XOR": []}))).is_err());
         assert!(Terms::parse("tags", Some(&json!([{"a": 1}]))).is_err());
     }
@@ -588,22 +485,14 @@ mod tests {
     #[test]
     fn relative_and_absolute_times() {
         let now = 1_000_000;
-        assert_eq!(
-            time_point("t", &json!("7d"), now).unwrap(),
-            now - 7 * 86_400
-        );
+        assert_eq!(time_point("t", &json!("7d"), now).unwrap(), now - 7 * 86_400);
         assert_eq!(time_point("t", &json!("30m"), now).unwrap(), now - 1800);
-        assert_eq!(
-            time_point("t", &json!("1617056037"), now).unwrap(),
-            1617056037
-        );
+        assert_eq!(time_point("t", &json!("1617056037"), now).unwrap(), 1617056037);
         assert_eq!(time_point("t", &json!(5), now).unwrap(), 5);
         for bad_value in [json!("7y"), json!("d"), json!(""), json!(true), json!("é")] {
             assert!(time_point("t", &bad_value, now).is_err(), "{bad_value}");
         }
-        let r = time_range("t", Some(&json!(["14d", "7d"])), now)
-            .unwrap()
-            .unwrap();
+        let r = time_range("t", Some(&json!(["14d", "7d"])), now).unwrap().unwrap();
         assert!(r.contains(now - 10 * 86_400) && !r.contains(now - 86_400));
     }
 
@@ -619,21 +508,9 @@ mod tests {
         assert_eq!(q.limit, Some(500));
         assert_eq!(q.to_ids, Some(true));
         assert_eq!(q.published, Some(true));
-        assert_eq!(
-            q.deleted,
-            Deleted {
-                live: true,
-                deleted: true
-            }
-        );
+        assert_eq!(q.deleted, Deleted { live: true, deleted: true });
         assert!(q.enforce_warninglist && q.include_event_tags && !q.include_context);
-        assert_eq!(
-            q.attribute_time,
-            Some(TimeRange {
-                from: Some(1705312800),
-                to: None
-            })
-        );
+        assert_eq!(q.attribute_time, Some(TimeRange { from: Some(1705312800), to: None }));
         assert_eq!(q.types.or.len(), 2);
     }
 
@@ -654,12 +531,6 @@ mod tests {
         }
         let q = Query::parse(&json!({"to_ids": "exclude", "deleted": 1}), 0, false).unwrap();
         assert_eq!(q.to_ids, Some(false));
-        assert_eq!(
-            q.deleted,
-            Deleted {
-                live: false,
-                deleted: true
-            }
-        );
+        assert_eq!(q.deleted, Deleted { live: false, deleted: true });
     }
 }
