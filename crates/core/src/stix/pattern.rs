@@ -33,10 +33,7 @@ pub struct PatternError {
 
 impl PatternError {
     fn new(position: usize, message: impl Into<String>) -> Self {
-        PatternError {
-            position,
-            message: message.into(),
-        }
+        PatternError { position, message: message.into() }
     }
 }
 
@@ -70,15 +67,9 @@ pub enum ObservationExpr {
     /// One `[comparison expression]`.
     Observation(ComparisonExpr),
     /// Two or more operands joined by one operator (left-associative chains are flattened).
-    Combined {
-        op: ObservationOp,
-        operands: Vec<ObservationExpr>,
-    },
+    Combined { op: ObservationOp, operands: Vec<ObservationExpr> },
     /// `expr WITHIN ..`, `expr REPEATS ..`, `expr START .. STOP ..`.
-    Qualified {
-        expr: Box<ObservationExpr>,
-        qualifier: Qualifier,
-    },
+    Qualified { expr: Box<ObservationExpr>, qualifier: Qualifier },
     /// A parenthesised group, kept so a written pattern keeps its grouping.
     Group(Box<ObservationExpr>),
 }
@@ -105,10 +96,7 @@ pub enum ComparisonJoin {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ComparisonExpr {
     Comparison(Comparison),
-    Combined {
-        op: ComparisonJoin,
-        operands: Vec<ComparisonExpr>,
-    },
+    Combined { op: ComparisonJoin, operands: Vec<ComparisonExpr> },
     Group(Box<ComparisonExpr>),
 }
 
@@ -213,9 +201,7 @@ impl ObjectPath {
     }
 
     fn has_index(&self) -> bool {
-        self.components
-            .iter()
-            .any(|c| !matches!(c, PathComponent::Property(_)))
+        self.components.iter().any(|c| !matches!(c, PathComponent::Property(_)))
     }
 }
 
@@ -255,7 +241,7 @@ impl fmt::Display for Qualifier {
                 if seconds.fract() == 0.0 && seconds.abs() < 1e15 {
                     write!(f, "WITHIN {} SECONDS", *seconds as i64)
                 } else {
-                    write!(f, "WITHIN {seconds:?} SECONDS")
+                    write!(f, "WITHIN {} SECONDS", float_text(*seconds))
                 }
             }
             Qualifier::Repeats(n) => write!(f, "REPEATS {n} TIMES"),
@@ -326,15 +312,7 @@ impl fmt::Display for Literal {
         match self {
             Literal::String(s) => write!(f, "'{}'", escape_string(s)),
             Literal::Int(i) => write!(f, "{i}"),
-            Literal::Float(x) => {
-                // The grammar wants digits on both sides of the point and no exponent.
-                let text = format!("{x:?}");
-                if text.contains('e') || text.contains("inf") || text.contains("NaN") {
-                    write!(f, "{x:.6}")
-                } else {
-                    f.write_str(&text)
-                }
-            }
+            Literal::Float(x) => f.write_str(&float_text(*x)),
             Literal::Bool(b) => write!(f, "{b}"),
             Literal::Timestamp(t) => write!(f, "t'{t}'"),
             Literal::Binary(b) => write!(f, "b'{b}'"),
@@ -363,6 +341,17 @@ impl fmt::Display for ObjectPath {
             }
         }
         Ok(())
+    }
+}
+
+/// A float as the grammar wants it: digits on both sides of the point, no exponent, and
+/// the shortest text that reads back to the same value (Rust's `Display` for `f64`).
+fn float_text(x: f64) -> String {
+    let text = format!("{x}");
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
     }
 }
 
@@ -534,27 +523,20 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, PatternError> {
                         if !is_stix_timestamp(&text) {
                             return Err(PatternError::new(
                                 start,
-                                format!(
-                                    "timestamp literal {text:?} is not YYYY-MM-DDTHH:MM:SS[.s]Z"
-                                ),
+                                format!("timestamp literal {text:?} is not YYYY-MM-DDTHH:MM:SS[.s]Z"),
                             ));
                         }
                         Tok::Timestamp(text)
                     }
                     b'b' => {
-                        if !text.bytes().all(|c| {
-                            c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'='
-                        }) {
+                        if !text.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=') {
                             return Err(PatternError::new(start, "binary literal is not base64"));
                         }
                         Tok::Binary(text)
                     }
                     _ => {
                         if text.len() % 2 != 0 || !text.bytes().all(|c| c.is_ascii_hexdigit()) {
-                            return Err(PatternError::new(
-                                start,
-                                "hex literal must be an even number of hex digits",
-                            ));
+                            return Err(PatternError::new(start, "hex literal must be an even number of hex digits"));
                         }
                         Tok::Hex(text)
                     }
@@ -566,8 +548,8 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, PatternError> {
             b'0'..=b'9' | b'-' | b'+' => {
                 let end = lex_number_end(bytes, i);
                 let text = input.get(start..end).unwrap_or_default();
-                let tok = parse_number(text)
-                    .ok_or_else(|| PatternError::new(start, format!("{text:?} is not a number")))?;
+                let tok =
+                    parse_number(text).ok_or_else(|| PatternError::new(start, format!("{text:?} is not a number")))?;
                 tokens.push((start, tok));
                 i = end;
                 continue;
@@ -576,16 +558,12 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, PatternError> {
                 // A float may start with '.', but only where a literal is expected; a path
                 // separator is always directly after an identifier, a quote or ']'.
                 if bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
-                    && !matches!(
-                        tokens.last(),
-                        Some((_, Tok::Ident(_) | Tok::Str(_) | Tok::RBracket))
-                    )
+                    && !matches!(tokens.last(), Some((_, Tok::Ident(_) | Tok::Str(_) | Tok::RBracket)))
                 {
                     let end = lex_number_end(bytes, i);
                     let text = input.get(start..end).unwrap_or_default();
-                    let tok = parse_number(text).ok_or_else(|| {
-                        PatternError::new(start, format!("{text:?} is not a number"))
-                    })?;
+                    let tok = parse_number(text)
+                        .ok_or_else(|| PatternError::new(start, format!("{text:?} is not a number")))?;
                     tokens.push((start, tok));
                     i = end;
                     continue;
@@ -594,10 +572,7 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, PatternError> {
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
                 let mut end = i + 1;
-                while bytes
-                    .get(end)
-                    .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-                {
+                while bytes.get(end).is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
                     end += 1;
                 }
                 let text = input.get(start..end).unwrap_or_default().to_string();
@@ -606,14 +581,8 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, PatternError> {
                 continue;
             }
             _ => {
-                let shown = input
-                    .get(start..)
-                    .and_then(|s| s.chars().next())
-                    .unwrap_or('?');
-                return Err(PatternError::new(
-                    start,
-                    format!("unexpected character {shown:?}"),
-                ));
+                let shown = input.get(start..).and_then(|s| s.chars().next()).unwrap_or('?');
+                return Err(PatternError::new(start, format!("unexpected character {shown:?}")));
             }
         }
         i += 1;
@@ -625,9 +594,7 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, PatternError> {
 /// Reads a quoted string body starting at `from` (just after the opening quote); returns the
 /// unescaped text and the offset after the closing quote. Only `\'` and `\\` are escapes.
 fn lex_string(input: &str, from: usize, start: usize) -> Result<(String, usize), PatternError> {
-    let rest = input
-        .get(from..)
-        .ok_or_else(|| PatternError::new(start, "unterminated string"))?;
+    let rest = input.get(from..).ok_or_else(|| PatternError::new(start, "unterminated string"))?;
     let mut out = String::new();
     let mut chars = rest.char_indices();
     while let Some((offset, c)) = chars.next() {
@@ -639,9 +606,7 @@ fn lex_string(input: &str, from: usize, start: usize) -> Result<(String, usize),
                 Some((at, other)) => {
                     return Err(PatternError::new(
                         from + at - 1,
-                        format!(
-                            "invalid escape \\{other} in string (only \\' and \\\\ are allowed)"
-                        ),
+                        format!("invalid escape \\{other} in string (only \\' and \\\\ are allowed)"),
                     ))
                 }
                 None => break,
@@ -649,10 +614,7 @@ fn lex_string(input: &str, from: usize, start: usize) -> Result<(String, usize),
             _ => out.push(c),
         }
     }
-    Err(PatternError::new(
-        start,
-        "unterminated string: expected a closing '",
-    ))
+    Err(PatternError::new(start, "unterminated string: expected a closing '"))
 }
 
 fn lex_number_end(bytes: &[u8], from: usize) -> usize {
@@ -660,10 +622,7 @@ fn lex_number_end(bytes: &[u8], from: usize) -> usize {
     if matches!(bytes.get(end), Some(b'-' | b'+')) {
         end += 1;
     }
-    while bytes
-        .get(end)
-        .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
-    {
+    while bytes.get(end).is_some_and(|c| c.is_ascii_digit() || *c == b'.') {
         end += 1;
     }
     end
@@ -676,10 +635,7 @@ fn parse_number(text: &str) -> Option<Tok> {
     }
     if text.contains('.') {
         let (whole, fraction) = digits.split_once('.')?;
-        if fraction.is_empty()
-            || fraction.contains('.')
-            || !whole.bytes().all(|c| c.is_ascii_digit())
-        {
+        if fraction.is_empty() || fraction.contains('.') || !whole.bytes().all(|c| c.is_ascii_digit()) {
             return None;
         }
         let value: f64 = text.parse().ok()?;
@@ -692,13 +648,8 @@ fn parse_number(text: &str) -> Option<Tok> {
 /// `YYYY-MM-DDTHH:MM:SS[.s+]Z`, with plausible field ranges.
 fn is_stix_timestamp(text: &str) -> bool {
     let b = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| {
-        b.get(range)
-            .is_some_and(|s| s.iter().all(u8::is_ascii_digit))
-    };
-    let num = |range: std::ops::Range<usize>| -> u32 {
-        text.get(range).and_then(|s| s.parse().ok()).unwrap_or(99)
-    };
+    let digits = |range: std::ops::Range<usize>| b.get(range).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let num = |range: std::ops::Range<usize>| -> u32 { text.get(range).and_then(|s| s.parse().ok()).unwrap_or(99) };
     if b.len() < 20
         || !digits(0..4)
         || b.get(4) != Some(&b'-')
@@ -755,18 +706,11 @@ pub fn parse(input: &str) -> Result<Pattern, PatternError> {
     if input.len() > MAX_PATTERN_LEN {
         return Err(PatternError::new(
             0,
-            format!(
-                "pattern is {} bytes long, more than the {MAX_PATTERN_LEN} accepted",
-                input.len()
-            ),
+            format!("pattern is {} bytes long, more than the {MAX_PATTERN_LEN} accepted", input.len()),
         ));
     }
     let tokens = lex(input)?;
-    let mut parser = Parser {
-        tokens,
-        pos: 0,
-        depth: 0,
-    };
+    let mut parser = Parser { tokens, pos: 0, depth: 0 };
     let expression = parser.observation_expressions()?;
     match parser.peek() {
         Tok::End => Ok(Pattern { expression }),
@@ -779,18 +723,11 @@ pub fn parse(input: &str) -> Result<Pattern, PatternError> {
 
 impl Parser {
     fn peek(&self) -> &Tok {
-        self.tokens
-            .get(self.pos)
-            .map(|(_, t)| t)
-            .unwrap_or(&Tok::End)
+        self.tokens.get(self.pos).map(|(_, t)| t).unwrap_or(&Tok::End)
     }
 
     fn offset(&self) -> usize {
-        self.tokens
-            .get(self.pos)
-            .or_else(|| self.tokens.last())
-            .map(|(o, _)| *o)
-            .unwrap_or(0)
+        self.tokens.get(self.pos).or_else(|| self.tokens.last()).map(|(o, _)| *o).unwrap_or(0)
     }
 
     fn advance(&mut self) -> Tok {
@@ -870,10 +807,7 @@ impl Parser {
                     }
                 };
                 if !self.is_keyword("SECONDS") {
-                    return Err(self.error(format!(
-                        "expected SECONDS, found {}",
-                        self.peek().describe()
-                    )));
+                    return Err(self.error(format!("expected SECONDS, found {}", self.peek().describe())));
                 }
                 self.advance();
                 Qualifier::Within(seconds)
@@ -889,9 +823,7 @@ impl Parser {
                     }
                 };
                 if !self.is_keyword("TIMES") {
-                    return Err(
-                        self.error(format!("expected TIMES, found {}", self.peek().describe()))
-                    );
+                    return Err(self.error(format!("expected TIMES, found {}", self.peek().describe())));
                 }
                 self.advance();
                 Qualifier::Repeats(times)
@@ -907,9 +839,7 @@ impl Parser {
                     }
                 };
                 if !self.is_keyword("STOP") {
-                    return Err(
-                        self.error(format!("expected STOP, found {}", self.peek().describe()))
-                    );
+                    return Err(self.error(format!("expected STOP, found {}", self.peek().describe())));
                 }
                 self.advance();
                 let stop = match self.advance() {
@@ -925,19 +855,12 @@ impl Parser {
             } else {
                 return Ok(expr);
             };
-            expr = ObservationExpr::Qualified {
-                expr: Box::new(expr),
-                qualifier,
-            };
+            expr = ObservationExpr::Qualified { expr: Box::new(expr), qualifier };
         }
     }
 
     fn error_at_previous(&self, message: String) -> PatternError {
-        let offset = self
-            .tokens
-            .get(self.pos.saturating_sub(1))
-            .map(|(o, _)| *o)
-            .unwrap_or(0);
+        let offset = self.tokens.get(self.pos.saturating_sub(1)).map(|(o, _)| *o).unwrap_or(0);
         PatternError::new(offset, message)
     }
 
@@ -959,10 +882,9 @@ impl Parser {
                 self.expect(Tok::RParen, "')' to close the group")?;
                 Ok(ObservationExpr::Group(Box::new(inner)))
             }
-            other => Err(self.error(format!(
-                "expected '[' or '(' to start an observation, found {}",
-                other.describe()
-            ))),
+            other => {
+                Err(self.error(format!("expected '[' or '(' to start an observation, found {}", other.describe())))
+            }
         }
     }
 
@@ -1031,12 +953,17 @@ impl Parser {
                 "MATCHES" => Operator::Matches,
                 "ISSUBSET" => Operator::IsSubset,
                 "ISSUPERSET" => Operator::IsSuperset,
-                _ => return Err(PatternError::new(op_offset, format!("expected a comparison operator, found {word:?}"))),
+                _ => {
+                    return Err(PatternError::new(op_offset, format!("expected a comparison operator, found {word:?}")))
+                }
             },
             other => {
                 return Err(PatternError::new(
                     op_offset,
-                    format!("expected a comparison operator (= != < > <= >= IN LIKE MATCHES ISSUBSET ISSUPERSET), found {}", other.describe()),
+                    format!(
+                        "expected a comparison operator (= != < > <= >= IN LIKE MATCHES ISSUBSET ISSUPERSET), found {}",
+                        other.describe()
+                    ),
                 ))
             }
         };
@@ -1047,30 +974,19 @@ impl Parser {
                 let literal = self.literal()?;
                 let fits = match op {
                     Operator::Eq | Operator::Neq => true,
-                    Operator::Lt | Operator::Le | Operator::Gt | Operator::Ge => {
-                        !matches!(literal, Literal::Bool(_))
-                    }
+                    Operator::Lt | Operator::Le | Operator::Gt | Operator::Ge => !matches!(literal, Literal::Bool(_)),
                     _ => matches!(literal, Literal::String(_)),
                 };
                 if !fits {
                     return Err(PatternError::new(
                         value_offset,
-                        format!(
-                            "operator {} does not take {}",
-                            op.as_str(),
-                            literal_kind(&literal)
-                        ),
+                        format!("operator {} does not take {}", op.as_str(), literal_kind(&literal)),
                     ));
                 }
                 Value::Literal(literal)
             }
         };
-        Ok(ComparisonExpr::Comparison(Comparison {
-            path,
-            negated,
-            op,
-            value: Some(value),
-        }))
+        Ok(ComparisonExpr::Comparison(Comparison { path, negated, op, value: Some(value) }))
     }
 
     fn set_literal(&mut self) -> Result<Vec<Literal>, PatternError> {
@@ -1086,10 +1002,8 @@ impl Parser {
                 Tok::Comma => continue,
                 Tok::RParen => return Ok(items),
                 other => {
-                    return Err(self.error_at_previous(format!(
-                        "expected ',' or ')' in the IN set, found {}",
-                        other.describe()
-                    )))
+                    return Err(self
+                        .error_at_previous(format!("expected ',' or ')' in the IN set, found {}", other.describe())))
                 }
             }
         }
@@ -1105,12 +1019,7 @@ impl Parser {
             Tok::Hex(h) => Literal::Hex(h.clone()),
             Tok::Ident(word) if word.eq_ignore_ascii_case("true") => Literal::Bool(true),
             Tok::Ident(word) if word.eq_ignore_ascii_case("false") => Literal::Bool(false),
-            other => {
-                return Err(self.error(format!(
-                    "expected a literal value, found {}",
-                    other.describe()
-                )))
-            }
+            other => return Err(self.error(format!("expected a literal value, found {}", other.describe()))),
         };
         self.advance();
         Ok(literal)
@@ -1127,21 +1036,15 @@ impl Parser {
             }
         };
         if object_type.ends_with('-') || object_type.contains("--") {
-            return Err(
-                self.error_at_previous(format!("{object_type:?} is not a valid object type"))
-            );
+            return Err(self.error_at_previous(format!("{object_type:?} is not a valid object type")));
         }
         self.expect(Tok::Colon, "':' after the object type")?;
-        let mut components = vec![PathComponent::Property(
-            self.property_name("a property name after ':'")?,
-        )];
+        let mut components = vec![PathComponent::Property(self.property_name("a property name after ':'")?)];
         loop {
             match self.peek() {
                 Tok::Dot => {
                     self.advance();
-                    components.push(PathComponent::Property(
-                        self.property_name("a property name after '.'")?,
-                    ));
+                    components.push(PathComponent::Property(self.property_name("a property name after '.'")?));
                 }
                 Tok::LBracket => {
                     self.advance();
@@ -1158,12 +1061,7 @@ impl Parser {
                     self.expect(Tok::RBracket, "']' to close the list index")?;
                     components.push(component);
                 }
-                _ => {
-                    return Ok(ObjectPath {
-                        object_type,
-                        components,
-                    })
-                }
+                _ => return Ok(ObjectPath { object_type, components }),
             }
         }
     }
@@ -1172,12 +1070,11 @@ impl Parser {
         match self.advance() {
             Tok::Str(s) => Ok(s),
             Tok::Ident(name) if !name.contains('-') => Ok(name),
-            Tok::Ident(name) => Err(self.error_at_previous(format!(
-                "property name {name:?} contains '-' and must be quoted ('{name}')"
-            ))),
-            other => {
-                Err(self.error_at_previous(format!("expected {what}, found {}", other.describe())))
+            Tok::Ident(name) => {
+                Err(self
+                    .error_at_previous(format!("property name {name:?} contains '-' and must be quoted ('{name}')")))
             }
+            other => Err(self.error_at_previous(format!("expected {what}, found {}", other.describe()))),
         }
     }
 }
@@ -1185,17 +1082,11 @@ impl Parser {
 // A chain always holds at least its first operand; these only satisfy the types without
 // a panic path.
 fn unreachable_empty() -> ObservationExpr {
-    ObservationExpr::Combined {
-        op: ObservationOp::Or,
-        operands: Vec::new(),
-    }
+    ObservationExpr::Combined { op: ObservationOp::Or, operands: Vec::new() }
 }
 
 fn unreachable_cmp() -> ComparisonExpr {
-    ComparisonExpr::Combined {
-        op: ComparisonJoin::Or,
-        operands: Vec::new(),
-    }
+    ComparisonExpr::Combined { op: ComparisonJoin::Or, operands: Vec::new() }
 }
 
 fn literal_kind(literal: &Literal) -> &'static str {
@@ -1231,12 +1122,7 @@ pub enum UnsupportedPattern {
     #[error("AND joins comparisons that do not describe one indicator ({0})")]
     Conjunction(String),
     #[error("value {value:?} of {path} is not a valid {kind}: {reason}")]
-    InvalidValue {
-        path: String,
-        value: String,
-        kind: IndicatorKind,
-        reason: String,
-    },
+    InvalidValue { path: String, value: String, kind: IndicatorKind, reason: String },
     #[error("pattern yields no indicator")]
     Empty,
 }
@@ -1274,44 +1160,25 @@ impl Pattern {
     }
 }
 
-fn collect_observation(
-    expr: &ObservationExpr,
-    out: &mut Vec<Indicator>,
-) -> Result<(), UnsupportedPattern> {
+fn collect_observation(expr: &ObservationExpr, out: &mut Vec<Indicator>) -> Result<(), UnsupportedPattern> {
     match expr {
         ObservationExpr::Observation(comparison) => collect_disjunction(comparison, out),
         ObservationExpr::Group(inner) => collect_observation(inner, out),
-        ObservationExpr::Combined {
-            op: ObservationOp::Or,
-            operands,
-        } => operands
-            .iter()
-            .try_for_each(|o| collect_observation(o, out)),
-        ObservationExpr::Combined { op, .. } => {
-            Err(UnsupportedPattern::ObservationOperator(op.as_str()))
+        ObservationExpr::Combined { op: ObservationOp::Or, operands } => {
+            operands.iter().try_for_each(|o| collect_observation(o, out))
         }
-        ObservationExpr::Qualified { qualifier, .. } => {
-            Err(UnsupportedPattern::Qualifier(qualifier.to_string()))
-        }
+        ObservationExpr::Combined { op, .. } => Err(UnsupportedPattern::ObservationOperator(op.as_str())),
+        ObservationExpr::Qualified { qualifier, .. } => Err(UnsupportedPattern::Qualifier(qualifier.to_string())),
     }
 }
 
-fn collect_disjunction(
-    expr: &ComparisonExpr,
-    out: &mut Vec<Indicator>,
-) -> Result<(), UnsupportedPattern> {
+fn collect_disjunction(expr: &ComparisonExpr, out: &mut Vec<Indicator>) -> Result<(), UnsupportedPattern> {
     match expr {
         ComparisonExpr::Group(inner) => collect_disjunction(inner, out),
-        ComparisonExpr::Combined {
-            op: ComparisonJoin::Or,
-            operands,
-        } => operands
-            .iter()
-            .try_for_each(|o| collect_disjunction(o, out)),
-        ComparisonExpr::Combined {
-            op: ComparisonJoin::And,
-            operands,
-        } => {
+        ComparisonExpr::Combined { op: ComparisonJoin::Or, operands } => {
+            operands.iter().try_for_each(|o| collect_disjunction(o, out))
+        }
+        ComparisonExpr::Combined { op: ComparisonJoin::And, operands } => {
             let mut flat = Vec::new();
             flatten_conjunction(operands, &mut flat)?;
             collect_conjunction(&flat, out)
@@ -1327,20 +1194,10 @@ fn flatten_conjunction<'a>(
     for operand in operands {
         match operand {
             ComparisonExpr::Comparison(c) => flat.push(c),
-            ComparisonExpr::Group(inner) => {
-                flatten_conjunction(std::slice::from_ref(inner.as_ref()), flat)?
-            }
-            ComparisonExpr::Combined {
-                op: ComparisonJoin::And,
-                operands,
-            } => flatten_conjunction(operands, flat)?,
-            ComparisonExpr::Combined {
-                op: ComparisonJoin::Or,
-                ..
-            } => {
-                return Err(UnsupportedPattern::Conjunction(
-                    "an OR nested inside an AND".into(),
-                ));
+            ComparisonExpr::Group(inner) => flatten_conjunction(std::slice::from_ref(inner.as_ref()), flat)?,
+            ComparisonExpr::Combined { op: ComparisonJoin::And, operands } => flatten_conjunction(operands, flat)?,
+            ComparisonExpr::Combined { op: ComparisonJoin::Or, .. } => {
+                return Err(UnsupportedPattern::Conjunction("an OR nested inside an AND".into()));
             }
         }
     }
@@ -1379,11 +1236,8 @@ fn classify(path: &ObjectPath) -> Option<Target> {
     match (path.object_type.as_str(), props.as_str()) {
         ("file", p) if p.starts_with("hashes.") => {
             let algorithm = p.get("hashes.".len()..).unwrap_or("");
-            let squashed: String = algorithm
-                .chars()
-                .filter(|c| *c != '-' && *c != '_')
-                .collect::<String>()
-                .to_ascii_uppercase();
+            let squashed: String =
+                algorithm.chars().filter(|c| *c != '-' && *c != '_').collect::<String>().to_ascii_uppercase();
             Some(match squashed.as_str() {
                 "MD5" => Target::Hash(IndicatorKind::Md5),
                 "SHA1" => Target::Hash(IndicatorKind::Sha1),
@@ -1396,15 +1250,9 @@ fn classify(path: &ObjectPath) -> Option<Target> {
         ("url", "value") => Some(Target::Value(ValueTarget::Url)),
         ("ipv4-addr", "value") => Some(Target::Value(ValueTarget::Ipv4)),
         ("ipv6-addr", "value") => Some(Target::Value(ValueTarget::Ipv6)),
-        ("email-addr", "value") | ("email-message", "from_ref.value") => {
-            Some(Target::Value(ValueTarget::Email))
-        }
-        ("network-traffic", "dst_ref.value") => {
-            Some(Target::Value(ValueTarget::NetworkRef("dst_ref")))
-        }
-        ("network-traffic", "src_ref.value") => {
-            Some(Target::Value(ValueTarget::NetworkRef("src_ref")))
-        }
+        ("email-addr", "value") | ("email-message", "from_ref.value") => Some(Target::Value(ValueTarget::Email)),
+        ("network-traffic", "dst_ref.value") => Some(Target::Value(ValueTarget::NetworkRef("dst_ref"))),
+        ("network-traffic", "src_ref.value") => Some(Target::Value(ValueTarget::NetworkRef("src_ref"))),
         ("network-traffic", "dst_ref.type") => Some(Target::RefType("dst_ref")),
         ("network-traffic", "src_ref.type") => Some(Target::RefType("src_ref")),
         ("network-traffic", "dst_port" | "src_port") => Some(Target::Port),
@@ -1415,9 +1263,7 @@ fn classify(path: &ObjectPath) -> Option<Target> {
 fn string_value<'a>(comparison: &'a Comparison) -> Result<&'a str, UnsupportedPattern> {
     match &comparison.value {
         Some(Value::Literal(Literal::String(s))) => Ok(s),
-        _ => Err(UnsupportedPattern::NonString {
-            path: comparison.path.to_string(),
-        }),
+        _ => Err(UnsupportedPattern::NonString { path: comparison.path.to_string() }),
     }
 }
 
@@ -1429,45 +1275,31 @@ fn check_plain(comparison: &Comparison) -> Result<(), UnsupportedPattern> {
 }
 
 fn unsupported_op(comparison: &Comparison) -> UnsupportedPattern {
-    UnsupportedPattern::Operator {
-        op: comparison.op.as_str().to_string(),
-        path: comparison.path.to_string(),
-    }
+    UnsupportedPattern::Operator { op: comparison.op.as_str().to_string(), path: comparison.path.to_string() }
 }
 
 /// A single comparison standing alone as a branch of the disjunction.
-fn collect_single(
-    comparison: &Comparison,
-    out: &mut Vec<Indicator>,
-) -> Result<(), UnsupportedPattern> {
+fn collect_single(comparison: &Comparison, out: &mut Vec<Indicator>) -> Result<(), UnsupportedPattern> {
     check_plain(comparison)?;
-    let target = classify(&comparison.path)
-        .ok_or_else(|| UnsupportedPattern::Path(comparison.path.to_string()))?;
+    let target = classify(&comparison.path).ok_or_else(|| UnsupportedPattern::Path(comparison.path.to_string()))?;
     let path = comparison.path.to_string();
     match (target, comparison.op) {
-        (Target::Hash(kind), Operator::Eq) => {
-            out.push(make(kind, string_value(comparison)?, &path)?)
-        }
+        (Target::Hash(kind), Operator::Eq) => out.push(make(kind, string_value(comparison)?, &path)?),
         (Target::Hash(kind), Operator::In) => {
             for value in set_strings(comparison)? {
                 out.push(make(kind, value, &path)?);
             }
         }
-        (Target::Value(target), Operator::Eq) => out.push(value_indicator(
-            target,
-            string_value(comparison)?,
-            None,
-            &path,
-        )?),
+        (Target::Value(target), Operator::Eq) => {
+            out.push(value_indicator(target, string_value(comparison)?, None, &path)?)
+        }
         (Target::Value(target), Operator::In) => {
             for value in set_strings(comparison)? {
                 out.push(value_indicator(target, value, None, &path)?);
             }
         }
         (
-            Target::Value(
-                target @ (ValueTarget::Ipv4 | ValueTarget::Ipv6 | ValueTarget::NetworkRef(_)),
-            ),
+            Target::Value(target @ (ValueTarget::Ipv4 | ValueTarget::Ipv6 | ValueTarget::NetworkRef(_))),
             Operator::IsSubset,
         ) => {
             let value = string_value(comparison)?;
@@ -1488,9 +1320,7 @@ fn collect_single(
             )));
         }
         (Target::RefType(_) | Target::FileDetail | Target::Port, _) => {
-            return Err(UnsupportedPattern::Path(format!(
-                "{path} alone does not name an indicator"
-            )));
+            return Err(UnsupportedPattern::Path(format!("{path} alone does not name an indicator")));
         }
     }
     Ok(())
@@ -1502,26 +1332,16 @@ fn set_strings(comparison: &Comparison) -> Result<Vec<&str>, UnsupportedPattern>
             .iter()
             .map(|item| match item {
                 Literal::String(s) => Ok(s.as_str()),
-                _ => Err(UnsupportedPattern::NonString {
-                    path: comparison.path.to_string(),
-                }),
+                _ => Err(UnsupportedPattern::NonString { path: comparison.path.to_string() }),
             })
             .collect(),
-        _ => Err(UnsupportedPattern::NonString {
-            path: comparison.path.to_string(),
-        }),
+        _ => Err(UnsupportedPattern::NonString { path: comparison.path.to_string() }),
     }
 }
 
 /// An AND inside one bracket: only the one-object shapes documented on [`Pattern::indicators`].
-fn collect_conjunction(
-    parts: &[&Comparison],
-    out: &mut Vec<Indicator>,
-) -> Result<(), UnsupportedPattern> {
-    let object_type = parts
-        .first()
-        .map(|c| c.path.object_type.as_str())
-        .unwrap_or("");
+fn collect_conjunction(parts: &[&Comparison], out: &mut Vec<Indicator>) -> Result<(), UnsupportedPattern> {
+    let object_type = parts.first().map(|c| c.path.object_type.as_str()).unwrap_or("");
     if let Some(other) = parts.iter().find(|c| c.path.object_type != object_type) {
         return Err(UnsupportedPattern::Conjunction(format!(
             "AND across different objects {object_type} and {}",
@@ -1533,22 +1353,15 @@ fn collect_conjunction(
     let mut ref_types: Vec<(&'static str, &str)> = Vec::new();
     for comparison in parts {
         check_plain(comparison)?;
-        let target = classify(&comparison.path)
-            .ok_or_else(|| UnsupportedPattern::Path(comparison.path.to_string()))?;
+        let target = classify(&comparison.path).ok_or_else(|| UnsupportedPattern::Path(comparison.path.to_string()))?;
         if comparison.op != Operator::Eq {
             return Err(unsupported_op(comparison));
         }
         match target {
-            Target::Hash(kind) => {
-                hashes.push((kind, string_value(comparison)?, comparison.path.to_string()))
-            }
+            Target::Hash(kind) => hashes.push((kind, string_value(comparison)?, comparison.path.to_string())),
             Target::OtherHash(_) | Target::FileDetail | Target::Port => {}
             Target::RefType(side) => ref_types.push((side, string_value(comparison)?)),
-            Target::Value(target) => values.push((
-                target,
-                string_value(comparison)?,
-                comparison.path.to_string(),
-            )),
+            Target::Value(target) => values.push((target, string_value(comparison)?, comparison.path.to_string())),
         }
     }
     match object_type {
@@ -1595,9 +1408,7 @@ fn collect_conjunction(
             out.extend(result);
             Ok(())
         }
-        _ => Err(UnsupportedPattern::Conjunction(format!(
-            "AND on {object_type} does not name one indicator"
-        ))),
+        _ => Err(UnsupportedPattern::Conjunction(format!("AND on {object_type} does not name one indicator"))),
     }
 }
 
@@ -1670,9 +1481,9 @@ fn value_indicator(
                     Ok(std::net::IpAddr::V6(_)) => IndicatorKind::Ipv6,
                     Err(_) => {
                         return Err(UnsupportedPattern::Conjunction(format!(
-                        "{side}.value {:?} is not an IP address and no {side}.type says what it is",
-                        truncate(value)
-                    )))
+                            "{side}.value {:?} is not an IP address and no {side}.type says what it is",
+                            truncate(value)
+                        )))
                     }
                 }
             }
@@ -1718,36 +1529,20 @@ mod tests {
     #[test]
     fn string_escapes_and_quoted_keys() {
         let p = ok(r"[file:name = 'it\'s a \\ path' AND file:hashes.'SHA-256' = 'x']");
-        let ObservationExpr::Observation(ComparisonExpr::Combined { operands, .. }) = &p.expression
-        else {
+        let ObservationExpr::Observation(ComparisonExpr::Combined { operands, .. }) = &p.expression else {
             panic!("{p:?}")
         };
-        let ComparisonExpr::Comparison(first) = &operands[0] else {
-            panic!()
-        };
-        assert_eq!(
-            first.value,
-            Some(Value::Literal(Literal::String(r"it's a \ path".into())))
-        );
-        let ComparisonExpr::Comparison(second) = &operands[1] else {
-            panic!()
-        };
-        assert_eq!(
-            second.path.components[1],
-            PathComponent::Property("SHA-256".into())
-        );
-        assert_eq!(
-            p.to_string(),
-            r"[file:name = 'it\'s a \\ path' AND file:hashes.'SHA-256' = 'x']"
-        );
+        let ComparisonExpr::Comparison(first) = &operands[0] else { panic!() };
+        assert_eq!(first.value, Some(Value::Literal(Literal::String(r"it's a \ path".into()))));
+        let ComparisonExpr::Comparison(second) = &operands[1] else { panic!() };
+        assert_eq!(second.path.components[1], PathComponent::Property("SHA-256".into()));
+        assert_eq!(p.to_string(), r"[file:name = 'it\'s a \\ path' AND file:hashes.'SHA-256' = 'x']");
     }
 
     #[test]
     fn qualifiers_literals_and_indexes() {
         let p = ok("[a:b[*].c[0] > 7.5 AND a:d <= -3 AND a:e = true AND a:f = b'AAEC' AND a:g = h'ff00' AND a:h IN ('x', 2)] REPEATS 3 TIMES WITHIN 60.5 SECONDS START t'2024-01-01T00:00:00Z' STOP t'2024-01-02T00:00:00.123Z'");
-        let ObservationExpr::Qualified { qualifier, expr } = &p.expression else {
-            panic!()
-        };
+        let ObservationExpr::Qualified { qualifier, expr } = &p.expression else { panic!() };
         assert!(matches!(qualifier, Qualifier::StartStop { .. }));
         assert!(
             matches!(expr.as_ref(), ObservationExpr::Qualified { qualifier: Qualifier::Within(x), .. } if *x == 60.5)
@@ -1766,14 +1561,8 @@ mod tests {
         let e = parse("[domain-name:value = 'x'").unwrap_err();
         assert!(e.message.contains("']'"), "{e}");
         assert_eq!(e.position, 24);
-        assert!(
-            parse("[x:y = 'it''s']").is_err(),
-            "SQL-style quote doubling is not STIX"
-        );
-        assert!(parse("[x:y = 'a\\n']")
-            .unwrap_err()
-            .message
-            .contains("invalid escape"));
+        assert!(parse("[x:y = 'it''s']").is_err(), "SQL-style quote doubling is not STIX");
+        assert!(parse("[x:y = 'a\\n']").unwrap_err().message.contains("invalid escape"));
         assert!(parse("[x:y LIKE 3]").unwrap_err().message.contains("LIKE"));
         assert!(parse("[x:y = t'2024-13-01T00:00:00Z']").is_err());
         assert!(parse("[x:y = 'a'] WITHIN 0 SECONDS").is_err());
@@ -1790,11 +1579,7 @@ mod tests {
         assert!(parse(&deep).unwrap_err().message.contains("deeper"));
         let deep = format!("[{}x:y = 1{}]", "(".repeat(100_000), ")".repeat(100_000));
         assert!(parse(&deep).unwrap_err().message.contains("deeper"));
-        let within = format!(
-            "[{}x:y = 1{}]",
-            "(".repeat(MAX_DEPTH - 2),
-            ")".repeat(MAX_DEPTH - 2)
-        );
+        let within = format!("[{}x:y = 1{}]", "(".repeat(MAX_DEPTH - 2), ")".repeat(MAX_DEPTH - 2));
         ok(&within);
     }
 
@@ -1804,18 +1589,9 @@ mod tests {
             kinds(&format!("[file:hashes.'SHA-256' = '{SHA256}']")),
             vec![(IndicatorKind::Sha256, SHA256.to_string())]
         );
-        assert_eq!(
-            kinds(&format!("[file:hashes.sha256 = '{SHA256}']"))[0].0,
-            IndicatorKind::Sha256
-        );
-        assert_eq!(
-            kinds(&format!("[file:hashes.SHA256 = '{SHA256}']"))[0].0,
-            IndicatorKind::Sha256
-        );
-        assert_eq!(
-            kinds("[file:hashes.md5 = '00dbb9e1c09dbdafb360f3163ba5a3de']")[0].0,
-            IndicatorKind::Md5
-        );
+        assert_eq!(kinds(&format!("[file:hashes.sha256 = '{SHA256}']"))[0].0, IndicatorKind::Sha256);
+        assert_eq!(kinds(&format!("[file:hashes.SHA256 = '{SHA256}']"))[0].0, IndicatorKind::Sha256);
+        assert_eq!(kinds("[file:hashes.md5 = '00dbb9e1c09dbdafb360f3163ba5a3de']")[0].0, IndicatorKind::Md5);
         assert_eq!(
             kinds("[file:hashes.'SHA-1' = 'da39a3ee5e6b4b0d3255bfef95601890afd80709']")[0].0,
             IndicatorKind::Sha1
@@ -1823,52 +1599,27 @@ mod tests {
         let got = kinds("[domain-name:value = 'a.example' OR ipv4-addr:value = '198.51.100.7'] OR [url:value = 'http://b.example/x']");
         assert_eq!(
             got.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
-            vec![
-                IndicatorKind::Domain,
-                IndicatorKind::Ipv4,
-                IndicatorKind::Url
-            ]
+            vec![IndicatorKind::Domain, IndicatorKind::Ipv4, IndicatorKind::Url]
         );
-        assert_eq!(
-            kinds("[ipv4-addr:value = '198.51.100.0/24']")[0].0,
-            IndicatorKind::Ipv4Cidr
-        );
-        assert_eq!(
-            kinds("[ipv4-addr:value ISSUBSET '198.51.100.0/24']")[0].0,
-            IndicatorKind::Ipv4Cidr
-        );
-        assert_eq!(
-            kinds("[ipv6-addr:value = '2001:db8::1']")[0].0,
-            IndicatorKind::Ipv6
-        );
-        assert_eq!(
-            kinds("[email-addr:value = 'a@b.example']")[0].0,
-            IndicatorKind::Email
-        );
-        assert_eq!(
-            kinds("[email-message:from_ref.value = 'a@b.example']")[0].0,
-            IndicatorKind::Email
-        );
-        assert_eq!(
-            kinds("[domain-name:value IN ('a.example', 'b.example')]").len(),
-            2
-        );
+        assert_eq!(kinds("[ipv4-addr:value = '198.51.100.0/24']")[0].0, IndicatorKind::Ipv4Cidr);
+        assert_eq!(kinds("[ipv4-addr:value ISSUBSET '198.51.100.0/24']")[0].0, IndicatorKind::Ipv4Cidr);
+        assert_eq!(kinds("[ipv6-addr:value = '2001:db8::1']")[0].0, IndicatorKind::Ipv6);
+        assert_eq!(kinds("[email-addr:value = 'a@b.example']")[0].0, IndicatorKind::Email);
+        assert_eq!(kinds("[email-message:from_ref.value = 'a@b.example']")[0].0, IndicatorKind::Email);
+        assert_eq!(kinds("[domain-name:value IN ('a.example', 'b.example')]").len(), 2);
         assert_eq!(
             kinds("[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = '203.0.113.33']"),
             vec![(IndicatorKind::Ipv4, "203.0.113.33".to_string())]
         );
         assert_eq!(kinds("[network-traffic:dst_ref.type = 'domain-name' AND network-traffic:dst_ref.value = 'c2.example' AND network-traffic:dst_port = 443]")[0].0, IndicatorKind::Domain);
-        assert_eq!(
-            kinds("[network-traffic:dst_ref.value = '2001:db8::/32']")[0].0,
-            IndicatorKind::Ipv6Cidr
-        );
+        assert_eq!(kinds("[network-traffic:dst_ref.value = '2001:db8::/32']")[0].0, IndicatorKind::Ipv6Cidr);
         // misp-stix filename|sha1: the hash is taken.
-        assert_eq!(kinds("[file:name = 'bad.exe' AND file:hashes.'SHA-1' = 'da39a3ee5e6b4b0d3255bfef95601890afd80709']")[0].0, IndicatorKind::Sha1);
-        // Duplicates collapse.
         assert_eq!(
-            kinds("[domain-name:value = 'a.example'] OR [domain-name:value = 'a.example']").len(),
-            1
+            kinds("[file:name = 'bad.exe' AND file:hashes.'SHA-1' = 'da39a3ee5e6b4b0d3255bfef95601890afd80709']")[0].0,
+            IndicatorKind::Sha1
         );
+        // Duplicates collapse.
+        assert_eq!(kinds("[domain-name:value = 'a.example'] OR [domain-name:value = 'a.example']").len(), 1);
     }
 
     #[test]
@@ -1882,56 +1633,45 @@ mod tests {
             refused("[domain-name:value = 'a'] FOLLOWEDBY [domain-name:value = 'b']"),
             UnsupportedPattern::ObservationOperator("FOLLOWEDBY")
         ));
-        assert!(matches!(
-            refused("[domain-name:value = 'a'] WITHIN 5 SECONDS"),
-            UnsupportedPattern::Qualifier(_)
-        ));
-        assert!(matches!(
-            refused("[domain-name:value != 'a']"),
-            UnsupportedPattern::Operator { .. }
-        ));
-        assert!(matches!(
-            refused("[domain-name:value LIKE 'a%']"),
-            UnsupportedPattern::Operator { .. }
-        ));
-        assert!(matches!(
-            refused("[domain-name:value NOT = 'a']"),
-            UnsupportedPattern::Negated(_)
-        ));
-        assert!(matches!(
-            refused("[file:name = 'a.exe']"),
-            UnsupportedPattern::Path(_)
-        ));
-        assert!(matches!(
-            refused("[file:hashes.'SHA-512' = 'aa']"),
-            UnsupportedPattern::Path(_)
-        ));
+        assert!(matches!(refused("[domain-name:value = 'a'] WITHIN 5 SECONDS"), UnsupportedPattern::Qualifier(_)));
+        assert!(matches!(refused("[domain-name:value != 'a']"), UnsupportedPattern::Operator { .. }));
+        assert!(matches!(refused("[domain-name:value LIKE 'a%']"), UnsupportedPattern::Operator { .. }));
+        assert!(matches!(refused("[domain-name:value NOT = 'a']"), UnsupportedPattern::Negated(_)));
+        assert!(matches!(refused("[file:name = 'a.exe']"), UnsupportedPattern::Path(_)));
+        assert!(matches!(refused("[file:hashes.'SHA-512' = 'aa']"), UnsupportedPattern::Path(_)));
         assert!(matches!(
             refused("[domain-name:value = 'a' AND ipv4-addr:value = '1.2.3.4']"),
             UnsupportedPattern::Conjunction(_)
         ));
         assert!(matches!(
-            refused(
-                "[domain-name:value = 'a' AND domain-name:resolves_to_refs[*].value = '1.2.3.4']"
-            ),
+            refused("[domain-name:value = 'a' AND domain-name:resolves_to_refs[*].value = '1.2.3.4']"),
             UnsupportedPattern::Path(_)
         ));
-        assert!(matches!(
-            refused("[file:name = 'a' AND file:size = 3]"),
-            UnsupportedPattern::Conjunction(_)
-        ));
+        assert!(matches!(refused("[file:name = 'a' AND file:size = 3]"), UnsupportedPattern::Conjunction(_)));
         assert!(matches!(
             refused("[network-traffic:dst_ref.value = 'c2.example']"),
             UnsupportedPattern::Conjunction(_)
         ));
+        assert!(matches!(refused("[ipv4-addr:value = 3]"), UnsupportedPattern::NonString { .. }));
+        assert!(matches!(refused("[x-custom:value = 'a']"), UnsupportedPattern::Path(_)));
         assert!(matches!(
-            refused("[ipv4-addr:value = 3]"),
-            UnsupportedPattern::NonString { .. }
+            refused("[(domain-name:value = 'a' OR domain-name:value = 'b') AND domain-name:value = 'c']"),
+            UnsupportedPattern::Conjunction(_)
         ));
-        assert!(matches!(
-            refused("[x-custom:value = 'a']"),
-            UnsupportedPattern::Path(_)
-        ));
-        assert!(matches!(refused("[(domain-name:value = 'a' OR domain-name:value = 'b') AND domain-name:value = 'c']"), UnsupportedPattern::Conjunction(_)));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// What the fuzz target checks, on stable: never a panic, and what parses writes back
+        /// out to text that parses to the same tree.
+        #[test]
+        fn never_panics_and_round_trips(text in r"[\[\]()'a-zA-Z0-9:.\-_ =!<>*,\\]{0,80}|\[[a-z\-]{1,12}:[a-z_.]{1,12}(\[\*\])? (=|!=|<|>=|LIKE|MATCHES) ('[a-z\\'.]{0,10}'|-?[0-9]{1,5}(\.[0-9]{1,3})?|t'2024-01-01T00:00:00Z'|true)( (AND|OR) [a-z]{1,5}:[a-z]{1,5} = 'x'){0,3}\]( (AND|OR|FOLLOWEDBY) \[a:b = 1\]){0,2}( WITHIN [0-9]{1,3}(\.[0-9])? SECONDS| REPEATS [1-9] TIMES)?") {
+            if let Ok(pattern) = parse(&text) {
+                let written = pattern.to_string();
+                proptest::prop_assert_eq!(parse(&written), Ok(pattern.clone()), "{} written as {}", text, written);
+                let _ = pattern.indicators();
+            }
+        }
     }
 }
