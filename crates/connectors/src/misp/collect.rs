@@ -99,9 +99,7 @@ impl Collector {
         let source_id = Arc::clone(&self.source_id);
         let ctx = EventContext {
             source_id: &source_id,
-            event_uuid: event
-                .and_then(|e| e.uuid.as_deref())
-                .or(attribute.event_uuid.as_deref()),
+            event_uuid: event.and_then(|e| e.uuid.as_deref()).or(attribute.event_uuid.as_deref()),
             event_info: event.and_then(|e| e.info.as_deref()),
             event_tags: event.map(|e| e.tags.as_slice()).unwrap_or(&[]),
         };
@@ -122,33 +120,19 @@ impl Collector {
         }
         let deleted = attribute.deleted || object_deleted;
         let verdict = match &self.filter {
-            Some((filter, unmatched)) if !deleted && !filter.keeps(attribute, ctx.event_tags) => {
-                Some(*unmatched)
-            }
+            Some((filter, unmatched)) if !deleted && !filter.keeps(attribute, ctx.event_tags) => Some(*unmatched),
             _ => None,
         };
         match verdict {
             Some(Unmatched::Drop) => {}
             Some(Unmatched::Retract) => {
                 let start = self.batch.len();
-                attribute_observations(
-                    ctx,
-                    attribute,
-                    object_deleted,
-                    &mut self.batch,
-                    &mut self.skipped,
-                );
+                attribute_observations(ctx, attribute, object_deleted, &mut self.batch, &mut self.skipped);
                 for observation in self.batch.get_mut(start..).into_iter().flatten() {
                     observation.deleted = true;
                 }
             }
-            None => attribute_observations(
-                ctx,
-                attribute,
-                object_deleted,
-                &mut self.batch,
-                &mut self.skipped,
-            ),
+            None => attribute_observations(ctx, attribute, object_deleted, &mut self.batch, &mut self.skipped),
         }
         self.cap_skipped();
         if self.batch.len() >= BATCH_SIZE {

@@ -58,33 +58,22 @@ pub fn attribute_observations(
         _ => {
             skipped.push(SkippedItem {
                 item: item_name(ctx, None),
-                reason: format!(
-                    "{misp_type} attribute {} has no uuid, so it has no stable key",
-                    quote(value)
-                ),
+                reason: format!("{misp_type} attribute {} has no uuid, so it has no stable key", quote(value)),
             });
             return;
         }
     };
 
     let mut tags: Vec<String> = Vec::with_capacity(attribute.tags.len() + ctx.event_tags.len());
-    for name in attribute
-        .tags
-        .iter()
-        .chain(ctx.event_tags.iter())
-        .filter_map(|t| t.name.as_deref())
-    {
+    for name in attribute.tags.iter().chain(ctx.event_tags.iter()).filter_map(|t| t.name.as_deref()) {
         let name = name.trim();
         if !name.is_empty() && !tags.iter().any(|t| t == name) {
             tags.push(name.to_string());
         }
     }
     let tlp = tags.iter().filter_map(|t| Tlp::from_tag(t)).max();
-    let confidence =
-        confidence_from_tags(&attribute.tags).or_else(|| confidence_from_tags(ctx.event_tags));
-    let to_ids = attribute
-        .to_ids
-        .unwrap_or_else(|| default_to_ids(misp_type));
+    let confidence = confidence_from_tags(&attribute.tags).or_else(|| confidence_from_tags(ctx.event_tags));
+    let to_ids = attribute.to_ids.unwrap_or_else(|| default_to_ids(misp_type));
     let first_seen = attribute.first_seen.as_deref().and_then(parse_loose);
     let last_seen = attribute.last_seen.as_deref().and_then(parse_loose);
     let deleted = attribute.deleted || object_deleted;
@@ -117,22 +106,14 @@ pub fn attribute_observations(
 
 /// `<source>:<event uuid>/<attribute uuid>`, with `?` for what is unknown.
 pub fn item_name(ctx: &EventContext<'_, '_>, attribute_uuid: Option<&str>) -> String {
-    format!(
-        "{}:{}/{}",
-        ctx.source_id,
-        ctx.event_uuid.unwrap_or("?"),
-        attribute_uuid.unwrap_or("?")
-    )
+    format!("{}:{}/{}", ctx.source_id, ctx.event_uuid.unwrap_or("?"), attribute_uuid.unwrap_or("?"))
 }
 
 /// MISP's own default for `to_ids` (describeTypes `sane_defaults`), used when a producer left
 /// the flag out: on for every network, hash and mail type tibridge maps, off for the
 /// attribution-only mail types.
 fn default_to_ids(misp_type: &str) -> bool {
-    !matches!(
-        misp_type,
-        "whois-registrant-email" | "dns-soa-email" | "email-subject" | "email-reply-to"
-    )
+    !matches!(misp_type, "whois-registrant-email" | "dns-soa-email" | "email-subject" | "email-reply-to")
 }
 
 /// The confidence the tags state, per the module-level convention.
@@ -147,11 +128,7 @@ pub fn confidence_from_tags(tags: &[Tag<'_>]) -> Option<u8> {
             if let Some(n) = tag.numerical_value {
                 return u8::try_from(n.clamp(0, 100)).ok();
             }
-            let level = name
-                .get(CONFIDENCE_PREDICATE.len()..)?
-                .trim()
-                .trim_matches('"')
-                .to_ascii_lowercase();
+            let level = name.get(CONFIDENCE_PREDICATE.len()..)?.trim().trim_matches('"').to_ascii_lowercase();
             match level.as_str() {
                 "almost-no-chance" => Some(3),
                 "very-unlikely" => Some(12),
@@ -184,10 +161,7 @@ mod tests {
     use std::borrow::Cow;
 
     fn tag(name: &str) -> Tag<'static> {
-        Tag {
-            name: Some(Cow::Owned(name.to_string())),
-            ..Tag::default()
-        }
+        Tag { name: Some(Cow::Owned(name.to_string())), ..Tag::default() }
     }
 
     fn attr(kind: &str, value: &str) -> Attribute<'static> {
@@ -202,11 +176,7 @@ mod tests {
 
     #[test]
     fn context_tags_tlp_and_confidence_are_carried() {
-        let event_tags = [
-            tag("tlp:green"),
-            tag("estimative-language:likelihood-probability=\"likely\""),
-            tag("apt"),
-        ];
+        let event_tags = [tag("tlp:green"), tag("estimative-language:likelihood-probability=\"likely\""), tag("apt")];
         let ctx = EventContext {
             source_id: "misp",
             event_uuid: Some("e-1"),
@@ -224,15 +194,7 @@ mod tests {
         assert_eq!(o.source_ref, "a-1");
         assert_eq!(o.event_ref.as_deref(), Some("e-1"));
         assert_eq!(o.event_info.as_deref(), Some("Phish"));
-        assert_eq!(
-            o.tags,
-            [
-                "tlp:amber",
-                "apt",
-                "tlp:green",
-                "estimative-language:likelihood-probability=\"likely\""
-            ]
-        );
+        assert_eq!(o.tags, ["tlp:amber", "apt", "tlp:green", "estimative-language:likelihood-probability=\"likely\""]);
         assert_eq!(o.tlp, Some(Tlp::Amber));
         assert_eq!(o.confidence, Some(67));
         assert!(!o.to_ids);
@@ -243,15 +205,8 @@ mod tests {
 
     #[test]
     fn attribute_confidence_wins_and_numerical_value_is_used() {
-        let event_tags = [tag(
-            "estimative-language:likelihood-probability=\"almost-certain\"",
-        )];
-        let ctx = EventContext {
-            source_id: "s",
-            event_uuid: None,
-            event_info: None,
-            event_tags: &event_tags,
-        };
+        let event_tags = [tag("estimative-language:likelihood-probability=\"almost-certain\"")];
+        let ctx = EventContext { source_id: "s", event_uuid: None, event_info: None, event_tags: &event_tags };
         let mut a = attr("url", "http://evil.example/x");
         let mut t = tag("estimative-language:likelihood-probability=\"unlikely\"");
         t.numerical_value = Some(30);
@@ -259,21 +214,13 @@ mod tests {
         let (mut out, mut skipped) = (Vec::new(), Vec::new());
         attribute_observations(&ctx, &a, false, &mut out, &mut skipped);
         assert_eq!(out.first().and_then(|o| o.confidence), Some(30));
-        assert_eq!(
-            confidence_from_tags(&[tag("estimative-language:likelihood-probability=\"bogus\"")]),
-            None
-        );
+        assert_eq!(confidence_from_tags(&[tag("estimative-language:likelihood-probability=\"bogus\"")]), None);
         assert_eq!(confidence_from_tags(&[]), None);
     }
 
     #[test]
     fn object_deletion_marks_the_attribute_deleted() {
-        let ctx = EventContext {
-            source_id: "s",
-            event_uuid: Some("e"),
-            event_info: None,
-            event_tags: &[],
-        };
+        let ctx = EventContext { source_id: "s", event_uuid: Some("e"), event_info: None, event_tags: &[] };
         let (mut out, mut skipped) = (Vec::new(), Vec::new());
         attribute_observations(
             &ctx,
@@ -287,24 +234,13 @@ mod tests {
 
     #[test]
     fn bad_values_and_missing_uuids_are_skipped_with_their_names() {
-        let ctx = EventContext {
-            source_id: "feed",
-            event_uuid: Some("e-9"),
-            event_info: None,
-            event_tags: &[],
-        };
+        let ctx = EventContext { source_id: "feed", event_uuid: Some("e-9"), event_info: None, event_tags: &[] };
         let (mut out, mut skipped) = (Vec::new(), Vec::new());
         attribute_observations(&ctx, &attr("domain", "   "), false, &mut out, &mut skipped);
         let mut no_uuid = attr("domain", "evil.example");
         no_uuid.uuid = None;
         attribute_observations(&ctx, &no_uuid, false, &mut out, &mut skipped);
-        attribute_observations(
-            &ctx,
-            &attr("text", "not an indicator"),
-            false,
-            &mut out,
-            &mut skipped,
-        );
+        attribute_observations(&ctx, &attr("text", "not an indicator"), false, &mut out, &mut skipped);
         assert!(out.is_empty());
         assert_eq!(skipped.len(), 2);
         assert_eq!(skipped[0].item, "feed:e-9/a-1");

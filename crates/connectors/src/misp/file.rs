@@ -38,17 +38,10 @@ impl Source for MispFileSource {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "MISP JSON from {} (a file, or a feed directory with manifest.json)",
-            self.path.display()
-        )
+        format!("MISP JSON from {} (a file, or a feed directory with manifest.json)", self.path.display())
     }
 
-    async fn read(
-        &self,
-        _cursor: Option<String>,
-        out: ObservationBatches,
-    ) -> Result<ReadSummary, SourceError> {
+    async fn read(&self, _cursor: Option<String>, out: ObservationBatches) -> Result<ReadSummary, SourceError> {
         let id = self.id.clone();
         let path = self.path.clone();
         match tokio::task::spawn_blocking(move || read_path(&id, &path, out)).await {
@@ -62,20 +55,13 @@ impl Source for MispFileSource {
 }
 
 fn unavailable(source_id: &str, reason: String) -> SourceError {
-    SourceError::Unavailable {
-        source_id: source_id.to_string(),
-        reason,
-    }
+    SourceError::Unavailable { source_id: source_id.to_string(), reason }
 }
 
 /// The blocking body of a read: decides between a file and a feed directory.
-fn read_path(
-    source_id: &str,
-    path: &Path,
-    out: ObservationBatches,
-) -> Result<ReadSummary, SourceError> {
-    let metadata = std::fs::metadata(path)
-        .map_err(|e| unavailable(source_id, format!("cannot read {}: {e}", path.display())))?;
+fn read_path(source_id: &str, path: &Path, out: ObservationBatches) -> Result<ReadSummary, SourceError> {
+    let metadata =
+        std::fs::metadata(path).map_err(|e| unavailable(source_id, format!("cannot read {}: {e}", path.display())))?;
     let mut collector = Collector::new(source_id, out);
     let mut complete = true;
     if metadata.is_dir() {
@@ -102,16 +88,9 @@ fn read_path(
     let items_read = collector.items_read;
     let (skipped, cancelled) = collector.finish();
     if cancelled {
-        return Err(SourceError::Cancelled {
-            source_id: source_id.to_string(),
-        });
+        return Err(SourceError::Cancelled { source_id: source_id.to_string() });
     }
-    Ok(ReadSummary {
-        complete,
-        items_read,
-        skipped,
-        next_cursor: None,
-    })
+    Ok(ReadSummary { complete, items_read, skipped, next_cursor: None })
 }
 
 /// Parses one file, feeding the collector as it goes; `Err` says why the file is unusable.
@@ -128,22 +107,14 @@ type FeedEntry = Result<PathBuf, (String, String)>;
 fn feed_files(source_id: &str, dir: &Path) -> Result<Vec<FeedEntry>, SourceError> {
     let manifest_path = dir.join("manifest.json");
     if manifest_path.is_file() {
-        let bytes = std::fs::read(&manifest_path).map_err(|e| {
+        let bytes = std::fs::read(&manifest_path)
+            .map_err(|e| unavailable(source_id, format!("cannot read {}: {e}", manifest_path.display())))?;
+        let manifest: BTreeMap<String, IgnoredAny> = serde_json::from_slice(&bytes).map_err(|e| {
             unavailable(
                 source_id,
-                format!("cannot read {}: {e}", manifest_path.display()),
+                format!("{} is not a MISP feed manifest (an object keyed by event UUID): {e}", manifest_path.display()),
             )
         })?;
-        let manifest: BTreeMap<String, IgnoredAny> =
-            serde_json::from_slice(&bytes).map_err(|e| {
-                unavailable(
-                    source_id,
-                    format!(
-                        "{} is not a MISP feed manifest (an object keyed by event UUID): {e}",
-                        manifest_path.display()
-                    ),
-                )
-            })?;
         return Ok(manifest
             .into_keys()
             .map(|uuid| {
@@ -161,24 +132,19 @@ fn feed_files(source_id: &str, dir: &Path) -> Result<Vec<FeedEntry>, SourceError
             })
             .collect());
     }
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| unavailable(source_id, format!("cannot list {}: {e}", dir.display())))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| unavailable(source_id, format!("cannot list {}: {e}", dir.display())))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .is_some_and(|ext| ext.eq_ignore_ascii_case("json"))
-        })
+        .filter(|p| p.is_file() && p.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("json")))
         .collect();
     files.sort();
     Ok(files.into_iter().map(Ok).collect())
 }
 
 /// Hex digits and dashes only, 32 hex digits: safe to use as a file name.
-fn looks_like_uuid(text: &str) -> bool {
-    text.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-        && text.bytes().filter(u8::is_ascii_hexdigit).count() == 32
+pub(crate) fn looks_like_uuid(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') && text.bytes().filter(u8::is_ascii_hexdigit).count() == 32
 }
 
 #[cfg(test)]
@@ -188,9 +154,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     fn testdata(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/misp")
-            .join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/misp").join(name)
     }
 
     async fn read_all(path: PathBuf) -> (Result<ReadSummary, SourceError>, Vec<Observation>) {
@@ -222,23 +186,10 @@ mod tests {
         let domain = by_ref(&obs, "5a1c1d1e-0000-4000-8000-000000000001");
         let domain = domain.first().expect("domain attribute");
         assert_eq!(domain.indicator.value, "evil.example.com");
-        assert_eq!(
-            domain.event_ref.as_deref(),
-            Some("5a1c1d1e-0000-4000-8000-0000000000e1")
-        );
-        assert_eq!(
-            domain.event_info.as_deref(),
-            Some("Phishing campaign against finance")
-        );
-        assert_eq!(
-            domain.tlp,
-            Some(Tlp::Red),
-            "attribute tlp:red beats event tlp:amber"
-        );
-        assert!(
-            domain.tags.iter().any(|t| t == "tlp:amber")
-                && domain.tags.iter().any(|t| t == "tlp:red")
-        );
+        assert_eq!(domain.event_ref.as_deref(), Some("5a1c1d1e-0000-4000-8000-0000000000e1"));
+        assert_eq!(domain.event_info.as_deref(), Some("Phishing campaign against finance"));
+        assert_eq!(domain.tlp, Some(Tlp::Red), "attribute tlp:red beats event tlp:amber");
+        assert!(domain.tags.iter().any(|t| t == "tlp:amber") && domain.tags.iter().any(|t| t == "tlp:red"));
         assert_eq!(domain.confidence, Some(87));
         assert_eq!(domain.modified, Some(1_705_312_800));
         assert_eq!(domain.first_seen, Some(1_705_276_800));
@@ -248,16 +199,11 @@ mod tests {
         assert!(!soft_deleted.is_empty() && soft_deleted.iter().all(|o| o.deleted));
 
         let not_ids = by_ref(&obs, "5a1c1d1e-0000-4000-8000-000000000004");
-        assert!(
-            not_ids.first().is_some_and(|o| !o.to_ids),
-            "to_ids \"0\" is false"
-        );
+        assert!(not_ids.first().is_some_and(|o| !o.to_ids), "to_ids \"0\" is false");
 
         // Attributes inside objects are read; those of a deleted object are deletions.
         let in_object = by_ref(&obs, "5a1c1d1e-0000-4000-8000-000000000010");
-        assert!(in_object
-            .first()
-            .is_some_and(|o| !o.deleted && o.indicator.value.len() == 64));
+        assert!(in_object.first().is_some_and(|o| !o.deleted && o.indicator.value.len() == 64));
         let in_deleted_object = by_ref(&obs, "5a1c1d1e-0000-4000-8000-000000000020");
         assert!(in_deleted_object.first().is_some_and(|o| o.deleted));
 
@@ -275,21 +221,12 @@ mod tests {
         let (summary, obs) = read_all(testdata("event.json")).await;
         assert!(summary.is_ok());
         let composite = by_ref(&obs, "5a1c1d1e-0000-4000-8000-000000000002");
-        let expected = tibridge_core::misp::indicators_for_attribute(
-            "domain|ip",
-            "bad.example.net|198.51.100.7",
-        )
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(Result::ok)
-        .collect::<Vec<_>>();
-        assert_eq!(
-            composite
-                .iter()
-                .map(|o| o.indicator.clone())
-                .collect::<Vec<_>>(),
-            expected
-        );
+        let expected = tibridge_core::misp::indicators_for_attribute("domain|ip", "bad.example.net|198.51.100.7")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect::<Vec<_>>();
+        assert_eq!(composite.iter().map(|o| o.indicator.clone()).collect::<Vec<_>>(), expected);
     }
 
     #[tokio::test]
@@ -300,35 +237,23 @@ mod tests {
         assert_eq!(summary.items_read, 3);
         let a = by_ref(&obs, "7a5d0000-0000-4000-8000-000000000001");
         let a = a.first().expect("ip attribute");
-        assert_eq!(
-            a.event_ref.as_deref(),
-            Some("8cca0000-0000-4000-8000-000000000030")
-        );
+        assert_eq!(a.event_ref.as_deref(), Some("8cca0000-0000-4000-8000-000000000030"));
         assert_eq!(a.event_info.as_deref(), Some("Correlation 1"));
         assert_eq!(a.tlp, Some(Tlp::Green), "inherited event tag");
         assert_eq!(a.modified, Some(1_617_056_037));
         let b = by_ref(&obs, "7a5d0000-0000-4000-8000-000000000002");
-        assert!(b
-            .first()
-            .is_some_and(|o| o.deleted && o.modified == Some(1_617_056_099)));
+        assert!(b.first().is_some_and(|o| o.deleted && o.modified == Some(1_617_056_099)));
         let c = by_ref(&obs, "7a5d0000-0000-4000-8000-000000000003");
-        assert!(
-            c.first().is_some_and(|o| o.deleted),
-            "attribute of a deleted object"
-        );
+        assert!(c.first().is_some_and(|o| o.deleted), "attribute of a deleted object");
 
         let (summary, obs) = read_all(testdata("events_restsearch.json")).await;
         assert!(summary.expect("readable").complete);
         assert_eq!(
-            obs.iter()
-                .filter(|o| o.event_ref.as_deref() == Some("9d000000-0000-4000-8000-0000000000e2"))
-                .count(),
+            obs.iter().filter(|o| o.event_ref.as_deref() == Some("9d000000-0000-4000-8000-0000000000e2")).count(),
             1
         );
         assert_eq!(
-            obs.iter()
-                .filter(|o| o.event_ref.as_deref() == Some("9d000000-0000-4000-8000-0000000000e1"))
-                .count(),
+            obs.iter().filter(|o| o.event_ref.as_deref() == Some("9d000000-0000-4000-8000-0000000000e1")).count(),
             1
         );
     }
@@ -337,37 +262,13 @@ mod tests {
     async fn feed_directory_skips_a_broken_event_file_and_reads_the_others() {
         let (summary, obs) = read_all(testdata("feed")).await;
         let summary = summary.expect("readable");
-        assert!(
-            !summary.complete,
-            "a broken file makes the read incomplete so nothing is retired"
-        );
-        assert_eq!(
-            obs.iter()
-                .filter(|o| o.indicator.value == "feed-one.example")
-                .count(),
-            1
-        );
-        assert_eq!(
-            obs.iter()
-                .filter(|o| o.indicator.value == "203.0.113.9")
-                .count(),
-            1
-        );
+        assert!(!summary.complete, "a broken file makes the read incomplete so nothing is retired");
+        assert_eq!(obs.iter().filter(|o| o.indicator.value == "feed-one.example").count(), 1);
+        assert_eq!(obs.iter().filter(|o| o.indicator.value == "203.0.113.9").count(), 1);
         let items: Vec<&str> = summary.skipped.iter().map(|s| s.item.as_str()).collect();
-        assert!(
-            items
-                .iter()
-                .any(|i| i.ends_with("b0000000-0000-4000-8000-000000000002.json")),
-            "{items:?}"
-        );
-        assert!(
-            items.iter().any(|i| i.ends_with("manifest.json")),
-            "traversal key reported: {items:?}"
-        );
-        assert!(summary
-            .skipped
-            .iter()
-            .any(|s| s.reason.contains("not an event UUID")));
+        assert!(items.iter().any(|i| i.ends_with("b0000000-0000-4000-8000-000000000002.json")), "{items:?}");
+        assert!(items.iter().any(|i| i.ends_with("manifest.json")), "traversal key reported: {items:?}");
+        assert!(summary.skipped.iter().any(|s| s.reason.contains("not an event UUID")));
     }
 
     #[tokio::test]
@@ -375,11 +276,8 @@ mod tests {
         let (summary, obs) = read_all(testdata("does-not-exist.json")).await;
         assert!(matches!(summary, Err(SourceError::Unavailable { .. })));
         assert!(obs.is_empty());
-        let (summary, _) =
-            read_all(testdata("feed/b0000000-0000-4000-8000-000000000002.json")).await;
-        let Err(SourceError::Unavailable { reason, .. }) = summary else {
-            panic!("expected Unavailable")
-        };
+        let (summary, _) = read_all(testdata("feed/b0000000-0000-4000-8000-000000000002.json")).await;
+        let Err(SourceError::Unavailable { reason, .. }) = summary else { panic!("expected Unavailable") };
         assert!(reason.contains("line"), "{reason}");
     }
 
@@ -391,8 +289,7 @@ mod tests {
             attributes.push(serde_json::json!({"uuid": format!("u-{i}"), "type": "ip-dst", "value": format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255), "timestamp": "1700000000"}));
         }
         let path = dir.path().join("big.json");
-        let doc =
-            serde_json::json!({"Event": {"uuid": "e", "info": "big", "Attribute": attributes}});
+        let doc = serde_json::json!({"Event": {"uuid": "e", "info": "big", "Attribute": attributes}});
         std::fs::write(&path, serde_json::to_vec(&doc).unwrap_or_default()).expect("write");
         let source = MispFileSource::new("big".into(), path);
         let (tx, mut rx) = mpsc::channel(1);
@@ -412,9 +309,7 @@ mod tests {
     fn only_uuid_shaped_manifest_keys_become_file_names() {
         assert!(looks_like_uuid("5a1c1d1e-0000-4000-8000-0000000000e1"));
         assert!(!looks_like_uuid("../../etc/passwd"));
-        assert!(!looks_like_uuid(
-            "5a1c1d1e-0000-4000-8000-0000000000e1/../x"
-        ));
+        assert!(!looks_like_uuid("5a1c1d1e-0000-4000-8000-0000000000e1/../x"));
         assert!(!looks_like_uuid(""));
     }
 }

@@ -31,10 +31,7 @@ pub struct AttributeFilter {
 
 impl AttributeFilter {
     pub fn is_empty(&self) -> bool {
-        !self.to_ids_only
-            && self.types.is_empty()
-            && self.tags_include.is_empty()
-            && self.tags_exclude.is_empty()
+        !self.to_ids_only && self.types.is_empty() && self.tags_include.is_empty() && self.tags_exclude.is_empty()
     }
 
     /// Whether the attribute, with the tags of its event, passes.
@@ -57,11 +54,7 @@ impl AttributeFilter {
                 .iter()
                 .chain(event_tags.iter())
                 .filter_map(|t| t.name.as_deref())
-                .any(|n| {
-                    wanted
-                        .iter()
-                        .any(|w| w.trim().eq_ignore_ascii_case(n.trim()))
-                })
+                .any(|n| wanted.iter().any(|w| w.trim().eq_ignore_ascii_case(n.trim())))
         };
         if carries(&self.tags_exclude) {
             return false;
@@ -76,23 +69,11 @@ mod tests {
     use std::borrow::Cow;
 
     fn tag(name: &'static str) -> Tag<'static> {
-        Tag {
-            name: Some(Cow::Borrowed(name)),
-            ..Tag::default()
-        }
+        Tag { name: Some(Cow::Borrowed(name)), ..Tag::default() }
     }
 
-    fn attr(
-        kind: &'static str,
-        to_ids: Option<bool>,
-        tags: Vec<Tag<'static>>,
-    ) -> Attribute<'static> {
-        Attribute {
-            kind: Some(Cow::Borrowed(kind)),
-            to_ids,
-            tags,
-            ..Attribute::default()
-        }
+    fn attr(kind: &'static str, to_ids: Option<bool>, tags: Vec<Tag<'static>>) -> Attribute<'static> {
+        Attribute { kind: Some(Cow::Borrowed(kind)), to_ids, tags, ..Attribute::default() }
     }
 
     #[test]
@@ -109,10 +90,7 @@ mod tests {
         assert!(!f.keeps(&attr("domain", None, vec![]), &event_tags));
         assert!(!f.keeps(&attr("url", Some(true), vec![]), &event_tags));
         assert!(!f.keeps(&attr("domain", Some(true), vec![]), &[]));
-        assert!(!f.keeps(
-            &attr("domain", Some(true), vec![tag("false-positive")]),
-            &event_tags
-        ));
+        assert!(!f.keeps(&attr("domain", Some(true), vec![tag("false-positive")]), &event_tags));
         assert!(AttributeFilter::default().keeps(&attr("text", None, vec![]), &[]));
         assert!(AttributeFilter::default().is_empty() && !f.is_empty());
     }

@@ -9,17 +9,15 @@
 
 pub mod collect;
 pub mod convert;
+pub mod feed;
 pub mod file;
 pub mod filter;
 pub mod model;
 pub mod rest;
 
-pub use convert::{
-    attribute_observations, confidence_from_tags, EventContext, CONFIDENCE_PREDICATE,
-};
+pub use convert::{attribute_observations, confidence_from_tags, EventContext, CONFIDENCE_PREDICATE};
+pub use feed::{FeedCursor, MispFeedConfig, MispFeedSource};
 pub use file::MispFileSource;
 pub use filter::AttributeFilter;
-pub use model::{
-    parse_document, Attribute, Event, EventWrapper, Item, ManifestEntry, MispObject, Tag,
-};
+pub use model::{parse_document, Attribute, Event, EventWrapper, Item, ManifestEntry, MispObject, Tag};
 pub use rest::{MispCursor, MispRestConfig, MispSource};

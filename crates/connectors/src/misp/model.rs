@@ -125,12 +125,7 @@ pub struct MispObject<'a> {
     pub uuid: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "loose_str")]
     pub name: Option<Cow<'a, str>>,
-    #[serde(
-        default,
-        borrow,
-        rename = "meta-category",
-        deserialize_with = "loose_str"
-    )]
+    #[serde(default, borrow, rename = "meta-category", deserialize_with = "loose_str")]
     pub meta_category: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "loose_i64")]
     pub timestamp: Option<i64>,
@@ -208,10 +203,7 @@ pub enum Item<'a> {
 /// `{"Attribute":[..]}` (the same, unwrapped as PyMISP returns it). Unknown keys are ignored.
 /// `Err` only for JSON that is not well-formed or not one of these shapes; items already handed
 /// to `each` before the error stay handed out.
-pub fn parse_document<'a>(
-    bytes: &'a [u8],
-    each: &mut dyn FnMut(Item<'a>),
-) -> Result<(), serde_json::Error> {
+pub fn parse_document<'a>(bytes: &'a [u8], each: &mut dyn FnMut(Item<'a>)) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     DocumentSeed { each }.deserialize(&mut de)?;
     de.end()
@@ -236,12 +228,7 @@ impl<'de, 'f> Visitor<'de> for DocumentSeed<'f, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq
-            .next_element_seed(WrappedEventSeed {
-                each: &mut *self.each,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(WrappedEventSeed { each: &mut *self.each })?.is_some() {}
         Ok(())
     }
 
@@ -251,23 +238,17 @@ impl<'de, 'f> Visitor<'de> for DocumentSeed<'f, 'de> {
             match key.as_ref() {
                 "Event" => {
                     recognised = true;
-                    if let Some(event) =
-                        map.next_value_seed(OptionalStruct::<Event<'de>>(PhantomData))?
-                    {
+                    if let Some(event) = map.next_value_seed(OptionalStruct::<Event<'de>>(PhantomData))? {
                         (self.each)(Item::Event(event));
                     }
                 }
                 "response" => {
                     recognised = true;
-                    map.next_value_seed(ResponseSeed {
-                        each: &mut *self.each,
-                    })?;
+                    map.next_value_seed(ResponseSeed { each: &mut *self.each })?;
                 }
                 "Attribute" => {
                     recognised = true;
-                    map.next_value_seed(AttributeListSeed {
-                        each: &mut *self.each,
-                    })?;
+                    map.next_value_seed(AttributeListSeed { each: &mut *self.each })?;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -277,9 +258,7 @@ impl<'de, 'f> Visitor<'de> for DocumentSeed<'f, 'de> {
         if recognised {
             Ok(())
         } else {
-            Err(de::Error::custom(
-                "no Event, response or Attribute key: not a MISP document",
-            ))
+            Err(de::Error::custom("no Event, response or Attribute key: not a MISP document"))
         }
     }
 }
@@ -304,25 +283,16 @@ impl<'de, 'f> Visitor<'de> for ResponseSeed<'f, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq
-            .next_element_seed(WrappedEventSeed {
-                each: &mut *self.each,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(WrappedEventSeed { each: &mut *self.each })?.is_some() {}
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if key == "Attribute" {
-                map.next_value_seed(AttributeListSeed {
-                    each: &mut *self.each,
-                })?;
+                map.next_value_seed(AttributeListSeed { each: &mut *self.each })?;
             } else if key == "Event" {
-                if let Some(event) =
-                    map.next_value_seed(OptionalStruct::<Event<'de>>(PhantomData))?
-                {
+                if let Some(event) = map.next_value_seed(OptionalStruct::<Event<'de>>(PhantomData))? {
                     (self.each)(Item::Event(event));
                 }
             } else {
@@ -345,9 +315,7 @@ struct WrappedEventSeed<'f, 'a> {
 impl<'de, 'f> DeserializeSeed<'de> for WrappedEventSeed<'f, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        if let Some(wrapper) =
-            OptionalStruct::<EventWrapper<'de>>(PhantomData).deserialize(deserializer)?
-        {
+        if let Some(wrapper) = OptionalStruct::<EventWrapper<'de>>(PhantomData).deserialize(deserializer)? {
             if let Some(event) = wrapper.event {
                 (self.each)(Item::Event(event));
             }
@@ -376,9 +344,7 @@ impl<'de, 'f> Visitor<'de> for AttributeListSeed<'f, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(attribute) =
-            seq.next_element_seed(OptionalStruct::<Attribute<'de>>(PhantomData))?
-        {
+        while let Some(attribute) = seq.next_element_seed(OptionalStruct::<Attribute<'de>>(PhantomData))? {
             if let Some(attribute) = attribute {
                 (self.each)(Item::Attribute(attribute));
             }
@@ -448,16 +414,12 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for OptionalStruct<T> {
     }
 }
 
-fn loose_struct<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<T>, D::Error> {
+fn loose_struct<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
     OptionalStruct::<T>(PhantomData).deserialize(deserializer)
 }
 
 /// A list whose non-object elements are dropped; `null` or a non-list is an empty list.
-fn loose_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Vec<T>, D::Error> {
+fn loose_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Vec<T>, D::Error> {
     struct ListVisitor<T>(PhantomData<T>);
 
     impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
@@ -510,9 +472,7 @@ fn loose_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 /// A string, borrowed from the input when it has no escapes; numbers and booleans become their
 /// text (ids written as numbers); null, lists and objects become `None`.
-fn loose_str<'de, 'a, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Cow<'a, str>>, D::Error>
+fn loose_str<'de, 'a, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'a, str>>, D::Error>
 where
     'de: 'a,
 {
@@ -664,9 +624,7 @@ mod tests {
         let mut seen = Vec::new();
         parse_document(json.as_bytes(), &mut |item| match item {
             Item::Event(e) => seen.push(format!("event:{}", e.uuid.as_deref().unwrap_or("?"))),
-            Item::Attribute(a) => {
-                seen.push(format!("attribute:{}", a.uuid.as_deref().unwrap_or("?")))
-            }
+            Item::Attribute(a) => seen.push(format!("attribute:{}", a.uuid.as_deref().unwrap_or("?"))),
         })?;
         Ok(seen)
     }
@@ -674,26 +632,14 @@ mod tests {
     #[test]
     fn every_envelope_is_recognised() {
         assert_eq!(items(r#"{"Event":{"uuid":"e1"}}"#).unwrap(), ["event:e1"]);
-        assert_eq!(
-            items(r#"[{"Event":{"uuid":"e1"}},{"Event":{"uuid":"e2"}}]"#).unwrap(),
-            ["event:e1", "event:e2"]
-        );
-        assert_eq!(
-            items(r#"{"response":[{"Event":{"uuid":"e1"}}]}"#).unwrap(),
-            ["event:e1"]
-        );
+        assert_eq!(items(r#"[{"Event":{"uuid":"e1"}},{"Event":{"uuid":"e2"}}]"#).unwrap(), ["event:e1", "event:e2"]);
+        assert_eq!(items(r#"{"response":[{"Event":{"uuid":"e1"}}]}"#).unwrap(), ["event:e1"]);
         assert_eq!(
             items(r#"{"response":{"Attribute":[{"uuid":"a1"},{"uuid":"a2"}]}}"#).unwrap(),
             ["attribute:a1", "attribute:a2"]
         );
-        assert_eq!(
-            items(r#"{"Attribute":[{"uuid":"a1"}]}"#).unwrap(),
-            ["attribute:a1"]
-        );
-        assert_eq!(
-            items(r#"{"response":{"Attribute":[]}}"#).unwrap(),
-            Vec::<String>::new()
-        );
+        assert_eq!(items(r#"{"Attribute":[{"uuid":"a1"}]}"#).unwrap(), ["attribute:a1"]);
+        assert_eq!(items(r#"{"response":{"Attribute":[]}}"#).unwrap(), Vec::<String>::new());
         assert_eq!(items(r#"[]"#).unwrap(), Vec::<String>::new());
     }
 
@@ -717,36 +663,19 @@ mod tests {
         let mut attrs = Vec::new();
         parse_document(json.as_bytes(), &mut |item| {
             if let Item::Attribute(a) = item {
-                attrs.push((
-                    a.id,
-                    a.timestamp,
-                    a.to_ids,
-                    a.deleted,
-                    a.tags.len(),
-                    a.value.map(|v| v.into_owned()),
-                ));
+                attrs.push((a.id, a.timestamp, a.to_ids, a.deleted, a.tags.len(), a.value.map(|v| v.into_owned())));
             }
         })
         .unwrap();
-        assert_eq!(
-            attrs[0],
-            (Some(12), Some(1_617_056_037), Some(true), false, 0, None)
-        );
-        assert_eq!(
-            attrs[1],
-            (Some(12), Some(1_617_056_037), Some(true), true, 0, None)
-        );
+        assert_eq!(attrs[0], (Some(12), Some(1_617_056_037), Some(true), false, 0, None));
+        assert_eq!(attrs[1], (Some(12), Some(1_617_056_037), Some(true), true, 0, None));
         assert_eq!(attrs[2], (None, None, Some(false), false, 0, None));
-        assert_eq!(
-            attrs[3],
-            (None, None, Some(false), false, 0, Some("42".to_string()))
-        );
+        assert_eq!(attrs[3], (None, None, Some(false), false, 0, Some("42".to_string())));
     }
 
     #[test]
     fn strings_without_escapes_are_borrowed() {
-        let json =
-            br#"{"Event":{"uuid":"e1","info":"plain","Attribute":[{"value":"a\/b","uuid":"x"}]}}"#;
+        let json = br#"{"Event":{"uuid":"e1","info":"plain","Attribute":[{"value":"a\/b","uuid":"x"}]}}"#;
         let mut checked = false;
         parse_document(json, &mut |item| {
             if let Item::Event(e) = item {
