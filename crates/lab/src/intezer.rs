@@ -10,7 +10,7 @@
 //!
 //! It must never call out or fetch the URLs it is asked to analyse: verdicts are seeded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -48,6 +48,10 @@ pub struct IntezerConfig {
     pub hash_pending_polls: u32,
     /// Submissions (URL and hash analyses) allowed before 403 insufficient quota; `None` = no cap.
     pub analysis_quota: Option<u32>,
+    /// URL verdicts present from the start, e.g. `"http://c2.example/" = "malicious"`.
+    pub url_verdicts: BTreeMap<String, UrlVerdict>,
+    /// Hash verdicts present from the start, keyed by MD5, SHA-1 or SHA-256.
+    pub hash_verdicts: BTreeMap<String, HashVerdict>,
 }
 
 impl Default for IntezerConfig {
@@ -58,6 +62,8 @@ impl Default for IntezerConfig {
             url_pending_polls: 2,
             hash_pending_polls: 1,
             analysis_quota: None,
+            url_verdicts: BTreeMap::new(),
+            hash_verdicts: BTreeMap::new(),
         }
     }
 }
@@ -77,10 +83,13 @@ pub enum UrlVerdict {
 
 /// The outcome a test wants for a file hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HashVerdict {
     /// One of `malicious | suspicious | trusted | neutral | no_threats | unknown | not_supported`.
     pub verdict: String,
+    #[serde(default)]
     pub sub_verdict: String,
+    #[serde(default)]
     pub family_name: Option<String>,
 }
 
@@ -131,8 +140,14 @@ pub struct IntezerState {
 }
 
 impl IntezerState {
+    /// Builds the state with the verdicts the config seeds.
     pub fn new(config: IntezerConfig) -> Self {
-        Self { config, inner: Mutex::new(Inner::default()), served: AtomicU64::new(0) }
+        let inner = Inner {
+            url_verdicts: config.url_verdicts.clone().into_iter().collect(),
+            hash_verdicts: config.hash_verdicts.iter().map(|(h, v)| (h.to_ascii_lowercase(), v.clone())).collect(),
+            ..Inner::default()
+        };
+        Self { config, inner: Mutex::new(inner), served: AtomicU64::new(0) }
     }
 
     pub fn config(&self) -> &IntezerConfig {

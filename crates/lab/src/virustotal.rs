@@ -28,8 +28,7 @@ use sha2::{Digest, Sha256};
 use tibridge_core::IndicatorKind;
 
 /// The key the simulator accepts when the config names none (64 hex digits like a real key).
-pub const DEFAULT_API_KEY: &str =
-    "7e577e577e577e577e577e577e577e577e577e577e577e577e577e577e577e57";
+pub const DEFAULT_API_KEY: &str = "7e577e577e577e577e577e577e577e577e577e577e577e577e577e577e577e57";
 
 /// How many engines every seeded report lists; the stats always add up to this.
 const ENGINE_COUNT: u32 = 70;
@@ -49,6 +48,21 @@ pub struct VirusTotalConfig {
     pub analysis_queued_polls: u32,
     /// Polls answered `in-progress` after the queued ones, before `completed`.
     pub analysis_in_progress_polls: u32,
+    /// Reports present from the start (a demo lab; tests usually call
+    /// [`VirusTotalState::set_verdict`]).
+    pub seed: Vec<VtSeed>,
+}
+
+/// One report present from the start, e.g. in TOML
+/// `seed = [{ kind = "domain", value = "c2.example", malicious = 12 }]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VtSeed {
+    pub kind: IndicatorKind,
+    pub value: String,
+    pub malicious: u32,
+    #[serde(default)]
+    pub suspicious: u32,
 }
 
 impl Default for VirusTotalConfig {
@@ -59,6 +73,7 @@ impl Default for VirusTotalConfig {
             quota_per_day: None,
             analysis_queued_polls: 1,
             analysis_in_progress_polls: 1,
+            seed: Vec::new(),
         }
     }
 }
@@ -79,11 +94,7 @@ pub enum VtSeedError {
     #[error("VirusTotal has no object type for indicator kind {0} (value {1:?})")]
     UnsupportedKind(IndicatorKind, String),
     #[error("{value:?} is not a valid {kind} for a VirusTotal {what}")]
-    InvalidValue {
-        kind: IndicatorKind,
-        value: String,
-        what: &'static str,
-    },
+    InvalidValue { kind: IndicatorKind, value: String, what: &'static str },
 }
 
 /// The engine counts a test chose for one object.
@@ -138,12 +149,29 @@ pub struct VirusTotalState {
 }
 
 impl VirusTotalState {
+    /// Builds the state and applies `config.seed`; a seed VirusTotal could not hold is
+    /// logged and skipped (use [`Self::try_new`] to refuse it instead).
     pub fn new(config: VirusTotalConfig) -> Self {
-        Self {
-            config,
-            inner: Mutex::new(Inner::default()),
-            served: AtomicU64::new(0),
+        let state = Self::empty(config);
+        for s in &state.config.seed {
+            if let Err(e) = state.set_verdict(s.kind, &s.value, s.malicious, s.suspicious) {
+                tracing::warn!(error = %e, "virustotal lab: seed skipped");
+            }
         }
+        state
+    }
+
+    /// Builds the state, refusing the first invalid seed with what is wrong with it.
+    pub fn try_new(config: VirusTotalConfig) -> Result<Self, VtSeedError> {
+        let state = Self::empty(config);
+        for s in &state.config.seed {
+            state.set_verdict(s.kind, &s.value, s.malicious, s.suspicious)?;
+        }
+        Ok(state)
+    }
+
+    fn empty(config: VirusTotalConfig) -> Self {
+        Self { config, inner: Mutex::new(Inner::default()), served: AtomicU64::new(0) }
     }
 
     pub fn config(&self) -> &VirusTotalConfig {
@@ -170,28 +198,15 @@ impl VirusTotalState {
         let verdict = VtVerdict {
             malicious: malicious.min(ENGINE_COUNT),
             suspicious: suspicious.min(ENGINE_COUNT.saturating_sub(malicious)),
-            reputation: if malicious > 0 {
-                -(i64::from(malicious) * 3)
-            } else {
-                0
-            },
+            reputation: if malicious > 0 { -(i64::from(malicious) * 3) } else { 0 },
             last_analysis_date: now_unix(),
         };
         self.set_full_verdict(kind, value, verdict)
     }
 
     /// Like [`Self::set_verdict`] with every field chosen by the caller.
-    pub fn set_full_verdict(
-        &self,
-        kind: IndicatorKind,
-        value: &str,
-        verdict: VtVerdict,
-    ) -> Result<(), VtSeedError> {
-        let invalid = |what| VtSeedError::InvalidValue {
-            kind,
-            value: value.to_string(),
-            what,
-        };
+    pub fn set_full_verdict(&self, kind: IndicatorKind, value: &str, verdict: VtVerdict) -> Result<(), VtSeedError> {
+        let invalid = |what| VtSeedError::InvalidValue { kind, value: value.to_string(), what };
         let mut inner = self.lock();
         match kind {
             IndicatorKind::Domain => {
@@ -224,21 +239,9 @@ impl VirusTotalState {
                         s
                     };
                     let entry = FileEntry {
-                        md5: if want == 32 {
-                            h.clone()
-                        } else {
-                            derive("md5", 32)
-                        },
-                        sha1: if want == 40 {
-                            h.clone()
-                        } else {
-                            derive("sha1", 40)
-                        },
-                        sha256: if want == 64 {
-                            h.clone()
-                        } else {
-                            derive("sha256", 64)
-                        },
+                        md5: if want == 32 { h.clone() } else { derive("md5", 32) },
+                        sha1: if want == 40 { h.clone() } else { derive("sha1", 40) },
+                        sha256: if want == 64 { h.clone() } else { derive("sha256", 64) },
                         verdict,
                     };
                     inner.files.push(entry);
@@ -270,11 +273,7 @@ impl VirusTotalState {
             if v.len() == n && is_hex(&v) {
                 Ok(v)
             } else {
-                Err(VtSeedError::InvalidValue {
-                    kind,
-                    value: v,
-                    what: "file",
-                })
+                Err(VtSeedError::InvalidValue { kind, value: v, what: "file" })
             }
         };
         let entry = FileEntry {
@@ -303,9 +302,7 @@ impl VirusTotalState {
             reputation: 0,
             last_analysis_date: 0,
         };
-        self.lock()
-            .pending_url_verdicts
-            .insert(url_sha256(url), verdict);
+        self.lock().pending_url_verdicts.insert(url_sha256(url), verdict);
     }
 
     /// Every request the router received, including rejected ones (tests prove caching with it).
@@ -315,11 +312,7 @@ impl VirusTotalState {
 
     /// URLs submitted with `POST /urls`, in no particular order.
     pub fn submitted_urls(&self) -> Vec<String> {
-        self.lock()
-            .analyses
-            .values()
-            .map(|a| a.url.clone())
-            .collect()
+        self.lock().analyses.values().map(|a| a.url.clone()).collect()
     }
 
     /// Forgets the quota windows, as if a minute and a day had passed.
@@ -360,32 +353,16 @@ fn vt_error(status: StatusCode, code: &str, message: impl Into<String>) -> Respo
 }
 
 async fn not_found_path(req: Request) -> Response {
-    vt_error(
-        StatusCode::NOT_FOUND,
-        "NotFoundError",
-        format!("Resource {:?} not found", req.uri().path()),
-    )
+    vt_error(StatusCode::NOT_FOUND, "NotFoundError", format!("Resource {:?} not found", req.uri().path()))
 }
 
 /// Counts, authenticates and applies the quota before any handler runs.
 async fn gate(State(state): State<Arc<VirusTotalState>>, req: Request, next: Next) -> Response {
     state.served.fetch_add(1, Ordering::Relaxed);
     let key = match req.headers().get("x-apikey").map(|v| v.to_str()) {
-        None => {
-            return vt_error(
-                StatusCode::UNAUTHORIZED,
-                "AuthenticationRequiredError",
-                "X-Apikey header is missing",
-            )
-        }
+        None => return vt_error(StatusCode::UNAUTHORIZED, "AuthenticationRequiredError", "X-Apikey header is missing"),
         Some(Ok(k)) if state.config.api_keys.iter().any(|a| a == k) => k.to_string(),
-        Some(_) => {
-            return vt_error(
-                StatusCode::UNAUTHORIZED,
-                "WrongCredentialsError",
-                "Wrong API key",
-            )
-        }
+        Some(_) => return vt_error(StatusCode::UNAUTHORIZED, "WrongCredentialsError", "Wrong API key"),
     };
     if let Some(resp) = charge_quota(&state, &key) {
         return resp;
@@ -398,10 +375,7 @@ fn charge_quota(state: &VirusTotalState, key: &str) -> Option<Response> {
     let now = Instant::now();
     if let Some(limit) = state.config.quota_per_minute {
         let window = inner.minute_window.entry(key.to_string()).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-        {
+        while window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
             window.pop_front();
         }
         if window.len() >= limit as usize {
@@ -433,10 +407,7 @@ fn charge_quota(state: &VirusTotalState, key: &str) -> Option<Response> {
 
 /// The scheme and authority clients used, so `links.self` points back at this listener.
 fn base(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     format!("http://{host}/api/v3")
 }
 
@@ -455,19 +426,11 @@ async fn get_domain(
             attrs.insert("tld".into(), json!(d.rsplit('.').next().unwrap_or("")));
             object_response(&headers, "domain", "domains", &d, attrs)
         }
-        None => vt_error(
-            StatusCode::NOT_FOUND,
-            "NotFoundError",
-            format!("Domain \"{domain}\" not found"),
-        ),
+        None => vt_error(StatusCode::NOT_FOUND, "NotFoundError", format!("Domain \"{domain}\" not found")),
     }
 }
 
-async fn get_ip(
-    State(state): State<Arc<VirusTotalState>>,
-    headers: HeaderMap,
-    Path(ip): Path<String>,
-) -> Response {
+async fn get_ip(State(state): State<Arc<VirusTotalState>>, headers: HeaderMap, Path(ip): Path<String>) -> Response {
     let Ok(parsed) = ip.parse::<IpAddr>() else {
         return vt_error(
             StatusCode::BAD_REQUEST,
@@ -486,19 +449,11 @@ async fn get_ip(
             attrs.insert("network".into(), json!(format!("{id}/32")));
             object_response(&headers, "ip_address", "ip_addresses", &id, attrs)
         }
-        None => vt_error(
-            StatusCode::NOT_FOUND,
-            "NotFoundError",
-            format!("IP address \"{ip}\" not found"),
-        ),
+        None => vt_error(StatusCode::NOT_FOUND, "NotFoundError", format!("IP address \"{ip}\" not found")),
     }
 }
 
-async fn get_file(
-    State(state): State<Arc<VirusTotalState>>,
-    headers: HeaderMap,
-    Path(hash): Path<String>,
-) -> Response {
+async fn get_file(State(state): State<Arc<VirusTotalState>>, headers: HeaderMap, Path(hash): Path<String>) -> Response {
     let h = hash.to_ascii_lowercase();
     if !matches!(h.len(), 32 | 40 | 64) || !is_hex(&h) {
         return vt_error(
@@ -507,12 +462,7 @@ async fn get_file(
             format!("\"{hash}\" is not a valid file hash (MD5, SHA-1 or SHA-256)"),
         );
     }
-    let found = state
-        .lock()
-        .files
-        .iter()
-        .find(|f| f.md5 == h || f.sha1 == h || f.sha256 == h)
-        .cloned();
+    let found = state.lock().files.iter().find(|f| f.md5 == h || f.sha1 == h || f.sha256 == h).cloned();
     match found {
         Some(f) => {
             let mut attrs = common_attributes(&f.verdict, true);
@@ -521,17 +471,10 @@ async fn get_file(
             attrs.insert("sha256".into(), json!(f.sha256));
             attrs.insert("size".into(), json!(4096));
             attrs.insert("type_description".into(), json!("Win32 EXE"));
-            attrs.insert(
-                "first_submission_date".into(),
-                json!(f.verdict.last_analysis_date),
-            );
+            attrs.insert("first_submission_date".into(), json!(f.verdict.last_analysis_date));
             object_response(&headers, "file", "files", &f.sha256, attrs)
         }
-        None => vt_error(
-            StatusCode::NOT_FOUND,
-            "NotFoundError",
-            format!("File \"{hash}\" not found"),
-        ),
+        None => vt_error(StatusCode::NOT_FOUND, "NotFoundError", format!("File \"{hash}\" not found")),
     }
 }
 
@@ -541,25 +484,13 @@ fn resolve_url_id(id: &str) -> Option<String> {
     if lower.len() == 64 && is_hex(&lower) {
         return Some(lower);
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(id.trim_end_matches('='))
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(id.trim_end_matches('=')).ok()?;
     let url = String::from_utf8(bytes).ok()?;
     Some(url_sha256(&url))
 }
 
-async fn get_url(
-    State(state): State<Arc<VirusTotalState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let not_found = || {
-        vt_error(
-            StatusCode::NOT_FOUND,
-            "NotFoundError",
-            format!("URL \"{id}\" not found"),
-        )
-    };
+async fn get_url(State(state): State<Arc<VirusTotalState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let not_found = || vt_error(StatusCode::NOT_FOUND, "NotFoundError", format!("URL \"{id}\" not found"));
     let Some(sha) = resolve_url_id(&id) else {
         return not_found();
     };
@@ -589,39 +520,18 @@ async fn post_url(
 ) -> Response {
     let url = match form {
         Ok(Form(UrlForm { url: Some(u) })) if !u.trim().is_empty() => u,
-        Ok(_) => {
-            return vt_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequestError",
-                "Missing required field \"url\"",
-            )
-        }
-        Err(e) => {
-            return vt_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequestError",
-                format!("Invalid form body: {e}"),
-            )
-        }
+        Ok(_) => return vt_error(StatusCode::BAD_REQUEST, "BadRequestError", "Missing required field \"url\""),
+        Err(e) => return vt_error(StatusCode::BAD_REQUEST, "BadRequestError", format!("Invalid form body: {e}")),
     };
     let sha = url_sha256(&url);
     let date = now_unix();
     let id = format!("u-{sha}-{date}");
     let mut inner = state.lock();
     // A resubmission within the same second reuses the analysis, like VirusTotal's own ids.
-    inner.analyses.entry(id.clone()).or_insert(Analysis {
-        url,
-        url_sha256: sha,
-        date,
-        polls: 0,
-    });
+    inner.analyses.entry(id.clone()).or_insert(Analysis { url, url_sha256: sha, date, polls: 0 });
     drop(inner);
     let link = format!("{}/analyses/{id}", base(&headers));
-    (
-        StatusCode::OK,
-        Json(json!({"data": {"type": "analysis", "id": id, "links": {"self": link}}})),
-    )
-        .into_response()
+    (StatusCode::OK, Json(json!({"data": {"type": "analysis", "id": id, "links": {"self": link}}}))).into_response()
 }
 
 async fn get_analysis(
@@ -633,21 +543,13 @@ async fn get_analysis(
     let mut inner = state.lock();
     let Some(a) = inner.analyses.get_mut(&id) else {
         drop(inner);
-        return vt_error(
-            StatusCode::NOT_FOUND,
-            "NotFoundError",
-            format!("Analysis \"{id}\" not found"),
-        );
+        return vt_error(StatusCode::NOT_FOUND, "NotFoundError", format!("Analysis \"{id}\" not found"));
     };
     a.polls = a.polls.saturating_add(1);
     let a = a.clone();
     let status = if a.polls <= cfg.analysis_queued_polls {
         "queued"
-    } else if a.polls
-        <= cfg
-            .analysis_queued_polls
-            .saturating_add(cfg.analysis_in_progress_polls)
-    {
+    } else if a.polls <= cfg.analysis_queued_polls.saturating_add(cfg.analysis_in_progress_polls) {
         "in-progress"
     } else {
         "completed"
@@ -657,12 +559,7 @@ async fn get_analysis(
     if status == "completed" {
         let pending = inner.pending_url_verdicts.remove(&a.url_sha256);
         let entry = inner.urls.entry(a.url_sha256.clone()).or_insert_with(|| {
-            let v = VtVerdict {
-                malicious: 0,
-                suspicious: 0,
-                reputation: 0,
-                last_analysis_date: a.date,
-            };
+            let v = VtVerdict { malicious: 0, suspicious: 0, reputation: 0, last_analysis_date: a.date };
             (a.url.clone(), v)
         });
         if let Some(mut p) = pending {
@@ -681,24 +578,15 @@ async fn get_analysis(
     (StatusCode::OK, Json(body)).into_response()
 }
 
-fn object_response(
-    headers: &HeaderMap,
-    kind: &str,
-    collection: &str,
-    id: &str,
-    attrs: Map<String, Value>,
-) -> Response {
+fn object_response(headers: &HeaderMap, kind: &str, collection: &str, id: &str, attrs: Map<String, Value>) -> Response {
     let link = format!("{}/{collection}/{id}", base(headers));
-    let body =
-        json!({"data": {"id": id, "type": kind, "links": {"self": link}, "attributes": attrs}});
+    let body = json!({"data": {"id": id, "type": kind, "links": {"self": link}, "attributes": attrs}});
     (StatusCode::OK, Json(body)).into_response()
 }
 
 /// The spread of the engines that did not flag the object: mostly harmless, some undetected.
 fn split_rest(v: &VtVerdict) -> (u32, u32) {
-    let rest = ENGINE_COUNT
-        .saturating_sub(v.malicious)
-        .saturating_sub(v.suspicious);
+    let rest = ENGINE_COUNT.saturating_sub(v.malicious).saturating_sub(v.suspicious);
     let undetected = rest.min(10);
     (rest - undetected, undetected)
 }
@@ -706,11 +594,7 @@ fn split_rest(v: &VtVerdict) -> (u32, u32) {
 /// The verdict with its counts clamped so that they never exceed the engines listed.
 fn clamped(v: &VtVerdict) -> VtVerdict {
     let malicious = v.malicious.min(ENGINE_COUNT);
-    VtVerdict {
-        malicious,
-        suspicious: v.suspicious.min(ENGINE_COUNT - malicious),
-        ..v.clone()
-    }
+    VtVerdict { malicious, suspicious: v.suspicious.min(ENGINE_COUNT - malicious), ..v.clone() }
 }
 
 fn stats_json(v: &VtVerdict, file: bool) -> Value {
@@ -762,24 +646,15 @@ fn common_attributes(v: &VtVerdict, file: bool) -> Map<String, Value> {
     m.insert("last_analysis_date".into(), json!(v.last_analysis_date));
     m.insert("last_modification_date".into(), json!(v.last_analysis_date));
     m.insert("reputation".into(), json!(v.reputation));
-    let category = if v.malicious > 0 {
-        "malicious web sites"
-    } else {
-        "uncategorized"
-    };
+    let category = if v.malicious > 0 { "malicious web sites" } else { "uncategorized" };
     m.insert("categories".into(), json!({"Lab ThreatSeeker": category}));
-    m.insert(
-        "total_votes".into(),
-        json!({"harmless": 0, "malicious": v.malicious.min(3)}),
-    );
+    m.insert("total_votes".into(), json!({"harmless": 0, "malicious": v.malicious.min(3)}));
     m.insert("tags".into(), json!([]));
     m
 }
 
 fn find_file_mut<'a>(files: &'a mut [FileEntry], h: &str) -> Option<&'a mut FileEntry> {
-    files
-        .iter_mut()
-        .find(|f| f.md5 == h || f.sha1 == h || f.sha256 == h)
+    files.iter_mut().find(|f| f.md5 == h || f.sha1 == h || f.sha256 == h)
 }
 
 fn is_hex(s: &str) -> bool {
@@ -801,27 +676,12 @@ mod tests {
     #[test]
     fn both_url_id_forms_resolve_to_the_sha256_form() {
         // Examples from the VirusTotal docs "URL identifiers", quoted in enrichment.md §A.3.
-        assert_eq!(
-            url_base64_id("http://example.com/"),
-            "aHR0cDovL2V4YW1wbGUuY29tLw"
-        );
-        assert_eq!(
-            url_base64_id("https://example.com/?a=~~~"),
-            "aHR0cHM6Ly9leGFtcGxlLmNvbS8_YT1-fn4"
-        );
+        assert_eq!(url_base64_id("http://example.com/"), "aHR0cDovL2V4YW1wbGUuY29tLw");
+        assert_eq!(url_base64_id("https://example.com/?a=~~~"), "aHR0cHM6Ly9leGFtcGxlLmNvbS8_YT1-fn4");
         let sha = url_sha256("http://example.com/");
-        assert_eq!(
-            resolve_url_id("aHR0cDovL2V4YW1wbGUuY29tLw").as_deref(),
-            Some(sha.as_str())
-        );
-        assert_eq!(
-            resolve_url_id(&sha.to_uppercase()).as_deref(),
-            Some(sha.as_str())
-        );
-        assert_eq!(
-            resolve_url_id("aHR0cDovL2V4YW1wbGUuY29tLw==").as_deref(),
-            Some(sha.as_str())
-        );
+        assert_eq!(resolve_url_id("aHR0cDovL2V4YW1wbGUuY29tLw").as_deref(), Some(sha.as_str()));
+        assert_eq!(resolve_url_id(&sha.to_uppercase()).as_deref(), Some(sha.as_str()));
+        assert_eq!(resolve_url_id("aHR0cDovL2V4YW1wbGUuY29tLw==").as_deref(), Some(sha.as_str()));
         assert_eq!(resolve_url_id("!!not base64!!"), None);
     }
 
@@ -842,22 +702,13 @@ mod tests {
         let s = VirusTotalState::new(VirusTotalConfig::default());
         let e = s.set_verdict(IndicatorKind::Sha1, "xyz", 1, 0).unwrap_err();
         assert!(e.to_string().contains("xyz"));
-        assert!(s
-            .set_verdict(IndicatorKind::Email, "a@b.example", 1, 0)
-            .is_err());
-        assert!(s
-            .set_verdict(IndicatorKind::Ipv4, "300.1.1.1", 1, 0)
-            .is_err());
+        assert!(s.set_verdict(IndicatorKind::Email, "a@b.example", 1, 0).is_err());
+        assert!(s.set_verdict(IndicatorKind::Ipv4, "300.1.1.1", 1, 0).is_err());
     }
 
     #[test]
     fn stats_always_add_up_to_the_engine_count_and_files_get_hyphenated_keys() {
-        let v = VtVerdict {
-            malicious: 65,
-            suspicious: 20,
-            reputation: 0,
-            last_analysis_date: 1,
-        };
+        let v = VtVerdict { malicious: 65, suspicious: 20, reputation: 0, last_analysis_date: 1 };
         let s = stats_json(&v, true);
         let total: u64 = ["harmless", "malicious", "suspicious", "undetected"]
             .iter()
@@ -866,9 +717,6 @@ mod tests {
         assert!(total <= u64::from(ENGINE_COUNT));
         assert!(s.get("confirmed-timeout").is_some());
         assert!(s.get("type-unsupported").is_some());
-        assert_eq!(
-            results_json(&v, false).as_object().map(|m| m.len()),
-            Some(ENGINE_COUNT as usize)
-        );
+        assert_eq!(results_json(&v, false).as_object().map(|m| m.len()), Some(ENGINE_COUNT as usize));
     }
 }

@@ -868,3 +868,58 @@ async fn v1_report_and_task_lists_take_the_filter_query() {
     assert_eq!(body["items"][0]["reportId"], id.as_str());
     assert!(body["items"][0].get("isHit").is_none(), "isHit only once the sweep has finished");
 }
+
+#[tokio::test]
+async fn configs_default_from_empty_sections_and_seed_a_demo_lab() {
+    let empty = json!({});
+    assert_eq!(serde_json::from_value::<VisionOneConfig>(empty.clone()).unwrap(), VisionOneConfig::default());
+    assert_eq!(serde_json::from_value::<VirusTotalConfig>(empty.clone()).unwrap(), VirusTotalConfig::default());
+    assert_eq!(serde_json::from_value::<IntezerConfig>(empty).unwrap(), IntezerConfig::default());
+    assert!(serde_json::from_value::<VisionOneConfig>(json!({"tokn": "x"})).is_err(), "typos are refused");
+
+    let v1_config: VisionOneConfig = serde_json::from_value(json!({"seed_c2": [
+        {"endpoint": "ws-01", "url": "http://c2.example/gate", "alert_severity": "high"},
+        {"endpoint": "ws-02", "url": "http://other.example/"}]}))
+    .unwrap();
+    let (_s, base) = v1(v1_config).await;
+    let (st, body) = v1_get(&format!("{base}/v3.0/oat/detections"), Some("filterMitreTacticId eq 'TA0011'")).await;
+    assert_eq!(st, 200);
+    assert_eq!(body["totalCount"], 2);
+    let (_, body) = v1_get(&format!("{base}/v3.0/workbench/alerts"), None).await;
+    assert_eq!(body["totalCount"], 1);
+    assert_eq!(body["items"][0]["indicators"][1]["value"], "c2.example");
+
+    let vt_config: VirusTotalConfig =
+        serde_json::from_value(json!({"seed": [{"kind": "domain", "value": "c2.example", "malicious": 12}]})).unwrap();
+    let (_s, base) = vt(vt_config).await;
+    assert_eq!(
+        vt_get(&base, "/domains/c2.example").await.1["data"]["attributes"]["last_analysis_stats"]["malicious"],
+        12
+    );
+    let bad: VirusTotalConfig =
+        serde_json::from_value(json!({"seed": [{"kind": "sha1", "value": "nope", "malicious": 1}]})).unwrap();
+    assert!(VirusTotalState::try_new(bad).is_err());
+
+    let iz_config: IntezerConfig = serde_json::from_value(json!({
+        "url_verdicts": {"http://gone.example/": "offline"},
+        "hash_verdicts": {"44D88612FEA8A8F36DE82E1278ABB02F": {"verdict": "malicious"}}}))
+    .unwrap();
+    let (_s, base) = intezer(iz_config).await;
+    let t = token(&base).await;
+    let r = client()
+        .post(format!("{base}/api/v2-0/url"))
+        .bearer_auth(&t)
+        .json(&json!({"url": "http://gone.example/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client()
+        .post(format!("{base}/api/v2-0/analyze-by-hash"))
+        .bearer_auth(&t)
+        .json(&json!({"hash": "44d88612fea8a8f36de82e1278abb02f"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}

@@ -102,6 +102,28 @@ pub struct VisionOneConfig {
     pub default_days_to_expiration: u32,
     /// Page size of the workbench alert list when the client sends no `top`.
     pub alert_page_size: usize,
+    /// C2 detections (and optionally alerts) present from the start, for a demo lab; tests
+    /// usually call [`VisionOneState::seed_detection`] / [`VisionOneState::seed_alert`].
+    pub seed_c2: Vec<SeedC2>,
+}
+
+/// One C2 connection seen on an endpoint five minutes before the lab started, e.g. in TOML
+/// `seed_c2 = [{ endpoint = "ws-01", url = "http://c2.example/gate", alert_severity = "high" }]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedC2 {
+    pub endpoint: String,
+    pub url: String,
+    /// Risk level of the OAT detection (default `high`).
+    #[serde(default = "default_risk")]
+    pub risk_level: String,
+    /// When set, a workbench alert of this severity highlights the URL and its host too.
+    #[serde(default)]
+    pub alert_severity: Option<String>,
+}
+
+fn default_risk() -> String {
+    "high".into()
 }
 
 impl Default for VisionOneConfig {
@@ -115,6 +137,7 @@ impl Default for VisionOneConfig {
             sweep_running_polls: 1,
             default_days_to_expiration: 30,
             alert_page_size: 100,
+            seed_c2: Vec::new(),
         }
     }
 }
@@ -629,8 +652,23 @@ pub struct VisionOneState {
 }
 
 impl VisionOneState {
+    /// Builds the state with the detections and alerts `config.seed_c2` describes.
     pub fn new(config: VisionOneConfig) -> Self {
-        Self { config, inner: Mutex::new(Inner::default()), served: AtomicU64::new(0) }
+        let at = OffsetDateTime::now_utc() - time::Duration::minutes(5);
+        let mut inner = Inner::default();
+        for (i, s) in config.seed_c2.iter().enumerate() {
+            let key = format!("{}|{}|{i}", s.endpoint, s.url);
+            let uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes()).to_string();
+            inner.detections.push(OatDetection::c2_url(&uuid, at, &s.risk_level, &s.endpoint, &s.url));
+            if let Some(sev) = &s.alert_severity {
+                let host = url_host(&s.url);
+                let id = format!("WB-LAB-{:05}", i + 1);
+                let objects = [("url", s.url.as_str()), ("domain", host.as_str())];
+                let alert = WorkbenchAlert::sae(&id, sev, at, &s.endpoint, &objects);
+                inner.alerts.push(AlertRecord { alert, version: 1, notes: Vec::new() });
+            }
+        }
+        Self { config, inner: Mutex::new(inner), served: AtomicU64::new(0) }
     }
 
     pub fn config(&self) -> &VisionOneConfig {
