@@ -15,8 +15,9 @@ Environment: LAB_V1_URL, LAB_V1_TOKEN, LAB_VT_URL, LAB_VT_KEY, LAB_INTEZER_URL,
 LAB_INTEZER_KEY. Every address must be loopback; the script refuses anything else.
 Exit status 0 = every check passed; 1 = a mismatch (each printed); 2 = bad environment.
 
-Set up: python3 -m venv /tmp/tibridge-vendor &&
-        /tmp/tibridge-vendor/bin/pip install "pytmv1==0.11.0" "vt-py==0.22.0" "intezer-sdk==1.27.9"
+Set up and run (CI): tests/conformance/vendor/run.sh, which creates the venv from
+tests/conformance/vendor/requirements.txt (pytmv1==0.11.0, vt-py==0.22.0, intezer-sdk==1.27.9)
+and runs the Rust test with TIBRIDGE_VENDOR_PYTHON pointing at it.
 """
 
 import datetime
