@@ -52,7 +52,7 @@ fn indicators(n: usize) -> Vec<Indicator> {
                 ),
                 4 => (
                     IndicatorKind::Ipv4,
-                    if r % 4 == 0 {
+                    if r & 3 == 0 {
                         "8.8.8.8".to_string()
                     } else {
                         format!("10.{}.{}.{}", r % 256, (r >> 8) % 256, (r >> 16) % 256)

@@ -13,7 +13,7 @@
 
 use super::ipset::{label_suffixes, parse_net, url_host, url_ip_host, NetSet};
 use crate::indicator::{Indicator, IndicatorKind};
-use crate::normalize::{detect, normalize};
+use crate::normalize::detect;
 use std::collections::HashMap;
 
 /// A line of the allowlist that could not be used, and why.
@@ -133,43 +133,10 @@ impl Allowlist {
     }
 }
 
-/// `detect` decides the kind; when it cannot, the entry's plain shape does and `normalize`
-/// validates it, so an allowlist keeps working with the simplest spellings.
+/// The entry's kind comes from `detect` (URL, email, IP/CIDR, hash, else domain), which
+/// also puts it in canonical form.
 fn read_entry(token: &str) -> Result<Indicator, String> {
-    let detected = match detect(token) {
-        Ok(indicator) => return Ok(indicator),
-        Err(e) => e,
-    };
-    let kind = shape_kind(token).ok_or_else(|| format!("{token:?} is not an indicator value: {detected}"))?;
-    normalize(kind, token).map_err(|e| format!("{token:?} is not a valid {kind}: {e}"))
-}
-
-fn shape_kind(token: &str) -> Option<IndicatorKind> {
-    if token.contains("://") {
-        return Some(IndicatorKind::Url);
-    }
-    if let Some(net) = parse_net(token) {
-        return Some(match (net, token.contains('/')) {
-            (ipnet::IpNet::V4(_), false) => IndicatorKind::Ipv4,
-            (ipnet::IpNet::V4(_), true) => IndicatorKind::Ipv4Cidr,
-            (ipnet::IpNet::V6(_), false) => IndicatorKind::Ipv6,
-            (ipnet::IpNet::V6(_), true) => IndicatorKind::Ipv6Cidr,
-        });
-    }
-    if token.contains('@') {
-        return Some(IndicatorKind::Email);
-    }
-    if token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return match token.len() {
-            32 => Some(IndicatorKind::Md5),
-            40 => Some(IndicatorKind::Sha1),
-            64 => Some(IndicatorKind::Sha256),
-            _ => None,
-        };
-    }
-    let looks_like_domain =
-        token.contains('.') && token.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    looks_like_domain.then_some(IndicatorKind::Domain)
+    detect(token).map_err(|e| format!("{token:?} is not an indicator value: {e}"))
 }
 
 #[cfg(test)]

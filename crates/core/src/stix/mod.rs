@@ -59,24 +59,8 @@ pub struct BundleOptions {
 /// level each stands for. TLP 2.0 has no predefined ids in the STIX 2.1 specification; a
 /// bundle that carries its own TLP marking-definition objects is read by their content.
 pub const TLP_MARKINGS: [(Tlp, &str, &str); 4] = [
-    (
-        Tlp::Clear,
-        "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
-        "white",
-    ),
-    (
-        Tlp::Green,
-        "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da",
-        "green",
-    ),
-    (
-        Tlp::Amber,
-        "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
-        "amber",
-    ),
-    (
-        Tlp::Red,
-        "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
-        "red",
-    ),
+    (Tlp::Clear, "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9", "white"),
+    (Tlp::Green, "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da", "green"),
+    (Tlp::Amber, "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82", "amber"),
+    (Tlp::Red, "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed", "red"),
 ];

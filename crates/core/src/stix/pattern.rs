@@ -12,7 +12,7 @@
 //! exact rule); anything else is an [`UnsupportedPattern`] saying why.
 
 use crate::indicator::{Indicator, IndicatorKind};
-use crate::normalize::normalize;
+use crate::normalize::{ip_by_shape, normalize};
 use std::fmt;
 
 /// Deepest nesting of brackets and parentheses accepted. Real patterns nest two or three
@@ -785,7 +785,7 @@ impl Parser {
             operands.push(next(self)?);
         }
         Ok(if operands.len() == 1 {
-            operands.pop().unwrap_or_else(|| unreachable_empty())
+            operands.pop().unwrap_or_else(unreachable_empty)
         } else {
             ObservationExpr::Combined { op, operands }
         })
@@ -900,7 +900,7 @@ impl Parser {
             operands.push(self.comparison_operand(join)?);
         }
         Ok(if operands.len() == 1 {
-            operands.pop().unwrap_or_else(|| unreachable_cmp())
+            operands.pop().unwrap_or_else(unreachable_cmp)
         } else {
             ComparisonExpr::Combined { op: join, operands }
         })
@@ -1117,6 +1117,10 @@ pub enum UnsupportedPattern {
     Negated(String),
     #[error("{0} is not a property tibridge maps to an indicator")]
     Path(String),
+    #[error("{0} only describes a file or connection further; alone it names no indicator")]
+    Companion(String),
+    #[error("hash algorithm {algorithm} of {path} is not one tibridge enforces (MD5, SHA-1, SHA-256)")]
+    HashAlgorithm { path: String, algorithm: String },
     #[error("{path} is compared with a non-string value")]
     NonString { path: String },
     #[error("AND joins comparisons that do not describe one indicator ({0})")]
@@ -1260,7 +1264,7 @@ fn classify(path: &ObjectPath) -> Option<Target> {
     }
 }
 
-fn string_value<'a>(comparison: &'a Comparison) -> Result<&'a str, UnsupportedPattern> {
+fn string_value(comparison: &Comparison) -> Result<&str, UnsupportedPattern> {
     match &comparison.value {
         Some(Value::Literal(Literal::String(s))) => Ok(s),
         _ => Err(UnsupportedPattern::NonString { path: comparison.path.to_string() }),
@@ -1314,14 +1318,8 @@ fn collect_single(comparison: &Comparison, out: &mut Vec<Indicator>) -> Result<(
             out.push(value_indicator(target, value, None, &path)?);
         }
         (Target::Hash(_) | Target::Value(_), _) => return Err(unsupported_op(comparison)),
-        (Target::OtherHash(algorithm), _) => {
-            return Err(UnsupportedPattern::Path(format!(
-                "{path} (hash algorithm {algorithm} is not one tibridge enforces)"
-            )));
-        }
-        (Target::RefType(_) | Target::FileDetail | Target::Port, _) => {
-            return Err(UnsupportedPattern::Path(format!("{path} alone does not name an indicator")));
-        }
+        (Target::OtherHash(algorithm), _) => return Err(UnsupportedPattern::HashAlgorithm { path, algorithm }),
+        (Target::RefType(_) | Target::FileDetail | Target::Port, _) => return Err(UnsupportedPattern::Companion(path)),
     }
     Ok(())
 }
@@ -1431,65 +1429,69 @@ fn value_indicator(
     ref_type: Option<&str>,
     path: &str,
 ) -> Result<Indicator, UnsupportedPattern> {
-    let is_cidr = value.contains('/');
-    let kind = match target {
-        ValueTarget::Domain => IndicatorKind::Domain,
-        ValueTarget::Url => IndicatorKind::Url,
-        ValueTarget::Email => IndicatorKind::Email,
-        ValueTarget::Ipv4 => {
-            if is_cidr {
-                IndicatorKind::Ipv4Cidr
-            } else {
-                IndicatorKind::Ipv4
-            }
-        }
-        ValueTarget::Ipv6 => {
-            if is_cidr {
-                IndicatorKind::Ipv6Cidr
-            } else {
-                IndicatorKind::Ipv6
-            }
-        }
+    let family = match target {
+        ValueTarget::Domain => return make(IndicatorKind::Domain, value, path),
+        ValueTarget::Url => return make(IndicatorKind::Url, value, path),
+        ValueTarget::Email => return make(IndicatorKind::Email, value, path),
+        ValueTarget::Ipv4 => Some(4),
+        ValueTarget::Ipv6 => Some(6),
         ValueTarget::NetworkRef(side) => match ref_type {
-            Some("ipv4-addr") => {
-                if is_cidr {
-                    IndicatorKind::Ipv4Cidr
-                } else {
-                    IndicatorKind::Ipv4
-                }
-            }
-            Some("ipv6-addr") => {
-                if is_cidr {
-                    IndicatorKind::Ipv6Cidr
-                } else {
-                    IndicatorKind::Ipv6
-                }
-            }
-            Some("domain-name") => IndicatorKind::Domain,
+            Some("ipv4-addr") => Some(4),
+            Some("ipv6-addr") => Some(6),
+            Some("domain-name") => return make(IndicatorKind::Domain, value, path),
             Some(other) => {
                 return Err(UnsupportedPattern::Conjunction(format!(
                     "{side}.type {other:?} is not an address type tibridge maps"
                 )))
             }
-            None => {
-                // Without the type companion only an unambiguous IP literal is taken.
-                let host = value.split('/').next().unwrap_or("");
-                match host.parse::<std::net::IpAddr>() {
-                    Ok(std::net::IpAddr::V4(_)) if is_cidr => IndicatorKind::Ipv4Cidr,
-                    Ok(std::net::IpAddr::V4(_)) => IndicatorKind::Ipv4,
-                    Ok(std::net::IpAddr::V6(_)) if is_cidr => IndicatorKind::Ipv6Cidr,
-                    Ok(std::net::IpAddr::V6(_)) => IndicatorKind::Ipv6,
-                    Err(_) => {
-                        return Err(UnsupportedPattern::Conjunction(format!(
-                            "{side}.value {:?} is not an IP address and no {side}.type says what it is",
-                            truncate(value)
-                        )))
-                    }
-                }
-            }
+            // Without the type companion only an unambiguous IP literal is taken.
+            None => None,
         },
     };
-    make(kind, value, path)
+    ip_value(value, family, path, family.is_none())
+}
+
+/// An address or network by its shape, as MISP `ip-src`/`ip-dst` values are read (a /32 or
+/// /128 is the address), checked against the family the path promises.
+fn ip_value(value: &str, family: Option<u8>, path: &str, untyped: bool) -> Result<Indicator, UnsupportedPattern> {
+    let expected = match family {
+        Some(4) => IndicatorKind::Ipv4,
+        Some(_) => IndicatorKind::Ipv6,
+        None => IndicatorKind::Ipv4,
+    };
+    let indicator = match ip_by_shape(value) {
+        Ok(indicator) => indicator,
+        Err(_) if untyped => {
+            return Err(UnsupportedPattern::Conjunction(format!(
+                "{path} {:?} is not an IP address and no type companion says what it is",
+                truncate(value)
+            )))
+        }
+        Err(e) => {
+            return Err(UnsupportedPattern::InvalidValue {
+                path: path.to_string(),
+                value: truncate(value),
+                kind: expected,
+                reason: e.to_string(),
+            })
+        }
+    };
+    let is_v4 = matches!(indicator.kind, IndicatorKind::Ipv4 | IndicatorKind::Ipv4Cidr);
+    match family {
+        Some(4) if !is_v4 => Err(UnsupportedPattern::InvalidValue {
+            path: path.to_string(),
+            value: truncate(value),
+            kind: IndicatorKind::Ipv4,
+            reason: "it is an IPv6 value on an IPv4 path".into(),
+        }),
+        Some(6) if is_v4 => Err(UnsupportedPattern::InvalidValue {
+            path: path.to_string(),
+            value: truncate(value),
+            kind: IndicatorKind::Ipv6,
+            reason: "it is an IPv4 value on an IPv6 path".into(),
+        }),
+        _ => Ok(indicator),
+    }
 }
 
 #[cfg(test)]
@@ -1613,6 +1615,19 @@ mod tests {
         );
         assert_eq!(kinds("[network-traffic:dst_ref.type = 'domain-name' AND network-traffic:dst_ref.value = 'c2.example' AND network-traffic:dst_port = 443]")[0].0, IndicatorKind::Domain);
         assert_eq!(kinds("[network-traffic:dst_ref.value = '2001:db8::/32']")[0].0, IndicatorKind::Ipv6Cidr);
+        // A /32 is the address itself, as MISP ip-dst values are read.
+        assert_eq!(
+            kinds("[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = '203.0.113.33/32']"),
+            vec![(IndicatorKind::Ipv4, "203.0.113.33".to_string())]
+        );
+        assert!(matches!(
+            ok("[ipv4-addr:value = '2001:db8::1']").indicators(),
+            Err(UnsupportedPattern::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            ok("[ipv4-addr:value = '10.1.2.3/8']").indicators(),
+            Err(UnsupportedPattern::InvalidValue { .. })
+        ));
         // misp-stix filename|sha1: the hash is taken.
         assert_eq!(
             kinds("[file:name = 'bad.exe' AND file:hashes.'SHA-1' = 'da39a3ee5e6b4b0d3255bfef95601890afd80709']")[0].0,
@@ -1637,8 +1652,8 @@ mod tests {
         assert!(matches!(refused("[domain-name:value != 'a']"), UnsupportedPattern::Operator { .. }));
         assert!(matches!(refused("[domain-name:value LIKE 'a%']"), UnsupportedPattern::Operator { .. }));
         assert!(matches!(refused("[domain-name:value NOT = 'a']"), UnsupportedPattern::Negated(_)));
-        assert!(matches!(refused("[file:name = 'a.exe']"), UnsupportedPattern::Path(_)));
-        assert!(matches!(refused("[file:hashes.'SHA-512' = 'aa']"), UnsupportedPattern::Path(_)));
+        assert!(matches!(refused("[file:name = 'a.exe']"), UnsupportedPattern::Companion(_)));
+        assert!(matches!(refused("[file:hashes.'SHA-512' = 'aa']"), UnsupportedPattern::HashAlgorithm { .. }));
         assert!(matches!(
             refused("[domain-name:value = 'a' AND ipv4-addr:value = '1.2.3.4']"),
             UnsupportedPattern::Conjunction(_)

@@ -32,10 +32,7 @@ const FIXED_CREATED: &str = "2026-01-01T00:00:00.000Z";
 /// The stable `indicator--<uuid5>` id of an indicator.
 pub fn indicator_id(indicator: &Indicator) -> String {
     let name = format!("{}:{}", indicator.kind.as_str(), indicator.value);
-    format!(
-        "indicator--{}",
-        Uuid::new_v5(&TIBRIDGE_NAMESPACE, name.as_bytes())
-    )
+    format!("indicator--{}", Uuid::new_v5(&TIBRIDGE_NAMESPACE, name.as_bytes()))
 }
 
 /// The STIX pattern for one indicator, with the value escaped (`'` and `\`) and hash keys in
@@ -59,11 +56,8 @@ fn tlp_marking_refs(tlp: Tlp) -> Vec<&'static str> {
         Tlp::AmberStrict => Tlp::Amber,
         other => other,
     };
-    let mut refs: Vec<&'static str> = TLP_MARKINGS
-        .iter()
-        .filter(|(t, _, _)| *t == base)
-        .map(|(_, id, _)| *id)
-        .collect();
+    let mut refs: Vec<&'static str> =
+        TLP_MARKINGS.iter().filter(|(t, _, _)| *t == base).map(|(_, id, _)| *id).collect();
     if tlp == Tlp::AmberStrict {
         refs.push(AMBER_STRICT_MARKING_ID);
     }
@@ -95,11 +89,8 @@ pub fn write_bundle(entries: &[BundleEntry], options: &BundleOptions) -> Value {
         if !seen.insert(&entry.indicator) {
             continue;
         }
-        let id = if options.fresh_ids {
-            format!("indicator--{}", Uuid::new_v4())
-        } else {
-            indicator_id(&entry.indicator)
-        };
+        let id =
+            if options.fresh_ids { format!("indicator--{}", Uuid::new_v4()) } else { indicator_id(&entry.indicator) };
         let kind = entry.indicator.kind;
         let mut object = Map::new();
         object.insert("type".into(), json!("indicator"));
@@ -131,12 +122,7 @@ pub fn write_bundle(entries: &[BundleEntry], options: &BundleOptions) -> Value {
         if let Some(confidence) = entry.confidence {
             object.insert("confidence".into(), json!(confidence.min(100)));
         }
-        let labels: Vec<&str> = entry
-            .labels
-            .iter()
-            .map(String::as_str)
-            .filter(|l| !l.is_empty())
-            .collect();
+        let labels: Vec<&str> = entry.labels.iter().map(String::as_str).filter(|l| !l.is_empty()).collect();
         if !labels.is_empty() {
             object.insert("labels".into(), json!(labels));
         }
@@ -179,21 +165,11 @@ pub fn write_bundle(entries: &[BundleEntry], options: &BundleOptions) -> Value {
     }
     objects.extend(indicators);
 
-    if let Some(report_name) = options
-        .report_name
-        .as_ref()
-        .filter(|_| !indicator_ids.is_empty())
-    {
+    if let Some(report_name) = options.report_name.as_ref().filter(|_| !indicator_ids.is_empty()) {
         let id = if options.fresh_ids {
             format!("report--{}", Uuid::new_v4())
         } else {
-            format!(
-                "report--{}",
-                Uuid::new_v5(
-                    &TIBRIDGE_NAMESPACE,
-                    format!("report:{report_name}").as_bytes()
-                )
-            )
+            format!("report--{}", Uuid::new_v5(&TIBRIDGE_NAMESPACE, format!("report:{report_name}").as_bytes()))
         };
         let mut report = json!({
             "type": "report",
@@ -269,14 +245,8 @@ mod tests {
         none.tlp = None;
         none.confidence = None;
         vec![
-            entry(
-                IndicatorKind::Sha256,
-                "aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f",
-            ),
-            entry(
-                IndicatorKind::Sha1,
-                "da39a3ee5e6b4b0d3255bfef95601890afd80709",
-            ),
+            entry(IndicatorKind::Sha256, "aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f"),
+            entry(IndicatorKind::Sha1, "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
             entry(IndicatorKind::Md5, "d41d8cd98f00b204e9800998ecf8427e"),
             strict,
             red,
@@ -298,58 +268,33 @@ mod tests {
 
     #[test]
     fn writes_a_complete_bundle_and_leaves_it_for_the_validator() {
-        let options = BundleOptions {
-            created: 1_705_312_800,
-            report_name: Some("tibridge sweep".into()),
-            fresh_ids: false,
-        };
+        let options =
+            BundleOptions { created: 1_705_312_800, report_name: Some("tibridge sweep".into()), fresh_ids: false };
         let bundle = write_bundle(&sample(), &options);
         let objects = bundle["objects"].as_array().cloned().unwrap_or_default();
-        let indicators: Vec<&Value> = objects
-            .iter()
-            .filter(|o| o["type"] == "indicator")
-            .collect();
+        let indicators: Vec<&Value> = objects.iter().filter(|o| o["type"] == "indicator").collect();
         assert_eq!(indicators.len(), 10);
-        assert!(bundle["id"]
-            .as_str()
-            .is_some_and(|id| id.starts_with("bundle--")));
+        assert!(bundle["id"].as_str().is_some_and(|id| id.starts_with("bundle--")));
         let first = indicators[0];
-        assert_eq!(first["pattern"], "[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']");
+        assert_eq!(
+            first["pattern"],
+            "[file:hashes.'SHA-256' = 'aec070645fe53ee3b3763059376134f058cc337247c978add178b6ccdfb0019f']"
+        );
         assert_eq!(first["created"], "2024-01-15T10:00:00.000Z");
         assert_eq!(first["valid_until"], "2024-01-16T10:00:00.000Z");
+        assert_eq!(first["id"].as_str(), Some(indicator_id(&sample()[0].indicator).as_str()));
+        assert_eq!(indicators[4]["pattern"], r"[url:value = 'http://c2.example/it\'s']");
         assert_eq!(
-            first["id"].as_str(),
-            Some(indicator_id(&sample()[0].indicator).as_str())
-        );
-        assert_eq!(
-            indicators[4]["pattern"],
-            r"[url:value = 'http://c2.example/it\'s']"
-        );
-        assert_eq!(
-            pattern_for(&Indicator::from_canonical(
-                IndicatorKind::Url,
-                r"http://a/\'"
-            )),
+            pattern_for(&Indicator::from_canonical(IndicatorKind::Url, r"http://a/\'")),
             r"[url:value = 'http://a/\\\'']"
         );
-        assert!(
-            indicators[4].get("valid_until").is_none(),
-            "valid_until before valid_from is left out"
-        );
-        let report = objects
-            .iter()
-            .find(|o| o["type"] == "report")
-            .cloned()
-            .unwrap_or_default();
+        assert!(indicators[4].get("valid_until").is_none(), "valid_until before valid_from is left out");
+        let report = objects.iter().find(|o| o["type"] == "report").cloned().unwrap_or_default();
         assert_eq!(report["object_refs"].as_array().map(Vec::len), Some(10));
-        assert_eq!(
-            report["object_marking_refs"],
-            json!(["marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed"])
-        );
+        assert_eq!(report["object_marking_refs"], json!(["marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed"]));
         // Every pattern parses back to its indicator.
         for (object, entry) in indicators.iter().zip(sample()) {
-            let pattern =
-                parse(object["pattern"].as_str().unwrap_or_default()).map_err(|e| e.to_string());
+            let pattern = parse(object["pattern"].as_str().unwrap_or_default()).map_err(|e| e.to_string());
             let got = pattern.and_then(|p| p.indicators().map_err(|e| e.to_string()));
             assert_eq!(got, Ok(vec![entry.indicator.clone()]));
         }
@@ -358,40 +303,19 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let text = serde_json::to_string_pretty(&bundle).unwrap_or_default();
         std::fs::write(dir.join("core-sample.json"), &text).unwrap_or_else(|e| panic!("{e}"));
-        let fresh = write_bundle(
-            &sample(),
-            &BundleOptions {
-                fresh_ids: true,
-                report_name: None,
-                ..options.clone()
-            },
-        );
-        std::fs::write(
-            dir.join("core-fresh-ids.json"),
-            serde_json::to_string_pretty(&fresh).unwrap_or_default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let fresh = write_bundle(&sample(), &BundleOptions { fresh_ids: true, report_name: None, ..options.clone() });
+        std::fs::write(dir.join("core-fresh-ids.json"), serde_json::to_string_pretty(&fresh).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(
             dir.join("core-empty.json"),
-            write_bundle(
-                &[],
-                &BundleOptions {
-                    report_name: Some("empty".into()),
-                    ..Default::default()
-                },
-            )
-            .to_string(),
+            write_bundle(&[], &BundleOptions { report_name: Some("empty".into()), ..Default::default() }).to_string(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
     fn stable_ids_are_stable_and_fresh_ids_are_not() {
-        let options = BundleOptions {
-            created: 1,
-            report_name: None,
-            fresh_ids: false,
-        };
+        let options = BundleOptions { created: 1, report_name: None, fresh_ids: false };
         let indicator_ids = |bundle: &Value| -> Vec<String> {
             let objects = bundle["objects"].as_array().cloned().unwrap_or_default();
             objects
@@ -405,14 +329,8 @@ mod tests {
         assert_eq!(indicator_ids(&a), indicator_ids(&b));
         assert_eq!(indicator_ids(&a).len(), 1);
         assert_ne!(a["id"], b["id"], "the bundle id is always fresh");
-        let fresh = BundleOptions {
-            fresh_ids: true,
-            ..options.clone()
-        };
-        assert_ne!(
-            indicator_ids(&write_bundle(&sample()[..1], &fresh)),
-            indicator_ids(&a)
-        );
+        let fresh = BundleOptions { fresh_ids: true, ..options.clone() };
+        assert_ne!(indicator_ids(&write_bundle(&sample()[..1], &fresh)), indicator_ids(&a));
         // Duplicates are written once.
         let twice = [sample()[0].clone(), sample()[0].clone()];
         assert_eq!(indicator_ids(&write_bundle(&twice, &options)).len(), 1);
@@ -420,23 +338,12 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_reader() {
-        let options = BundleOptions {
-            created: 1_705_312_800,
-            report_name: Some("r".into()),
-            fresh_ids: false,
-        };
+        let options = BundleOptions { created: 1_705_312_800, report_name: Some("r".into()), fresh_ids: false };
         let bundle = write_bundle(&sample(), &options);
         let read = read_bundle(bundle.to_string().as_bytes(), "self");
         assert!(read.skipped.is_empty(), "{:?}", read.skipped);
-        let got: Vec<_> = read
-            .observations
-            .iter()
-            .map(|o| (o.indicator.clone(), o.tlp, o.confidence))
-            .collect();
-        let want: Vec<_> = sample()
-            .into_iter()
-            .map(|e| (e.indicator, e.tlp, e.confidence))
-            .collect();
+        let got: Vec<_> = read.observations.iter().map(|o| (o.indicator.clone(), o.tlp, o.confidence)).collect();
+        let want: Vec<_> = sample().into_iter().map(|e| (e.indicator, e.tlp, e.confidence)).collect();
         assert_eq!(got, want);
     }
 
@@ -449,33 +356,21 @@ mod tests {
                 .prop_map(|v| Indicator::from_canonical(IndicatorKind::Domain, v)),
             "[a-z]{1,10}\\.example/[a-z0-9']{0,12}"
                 .prop_map(|v| Indicator::from_canonical(IndicatorKind::Url, format!("http://{v}"))),
-            (any::<u8>(), any::<u8>(), any::<u8>()).prop_map(
-                |(a, b, c)| Indicator::from_canonical(
-                    IndicatorKind::Ipv4,
-                    format!("{a}.{b}.{c}.1")
-                )
-            ),
-            "[a-z0-9]{1,10}@[a-z]{1,8}\\.example"
-                .prop_map(|v| Indicator::from_canonical(IndicatorKind::Email, v)),
+            (any::<u8>(), any::<u8>(), any::<u8>())
+                .prop_map(|(a, b, c)| Indicator::from_canonical(IndicatorKind::Ipv4, format!("{a}.{b}.{c}.1"))),
+            "[a-z0-9]{1,10}@[a-z]{1,8}\\.example".prop_map(|v| Indicator::from_canonical(IndicatorKind::Email, v)),
         ];
-        (
-            indicator,
-            proptest::option::of(0u8..=100),
-            0i64..4_000_000_000,
-            proptest::option::of(0i64..4_000_000_000),
-        )
-            .prop_map(
-                |(indicator, confidence, valid_from, valid_until)| BundleEntry {
-                    indicator,
-                    name: None,
-                    description: None,
-                    confidence,
-                    tlp: None,
-                    valid_from,
-                    valid_until,
-                    labels: Vec::new(),
-                },
-            )
+        (indicator, proptest::option::of(0u8..=100), 0i64..4_000_000_000, proptest::option::of(0i64..4_000_000_000))
+            .prop_map(|(indicator, confidence, valid_from, valid_until)| BundleEntry {
+                indicator,
+                name: None,
+                description: None,
+                confidence,
+                tlp: None,
+                valid_from,
+                valid_until,
+                labels: Vec::new(),
+            })
     }
 
     proptest! {
