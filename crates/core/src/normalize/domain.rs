@@ -26,10 +26,7 @@ const MAX_NAME: usize = 253;
 const MAX_LABEL: usize = 63;
 
 fn bad(value: &str, reason: impl Into<String>) -> NormalizeError {
-    NormalizeError::BadDomain {
-        value: shown(value),
-        reason: reason.into(),
-    }
+    NormalizeError::BadDomain { value: shown(value), reason: reason.into() }
 }
 
 /// Canonical form of a domain name, already refanged.
@@ -51,36 +48,19 @@ pub(crate) fn normalize_domain(value: &str) -> Result<String, NormalizeError> {
 /// Lowercase ASCII form: plain ASCII names skip the IDNA machinery (most names, and it is
 /// the slow part); anything non-ASCII or already punycode goes through UTS-46.
 fn to_ascii(value: &str, name: &str) -> Result<String, NormalizeError> {
-    let has_punycode = name.split('.').any(|label| {
-        label
-            .get(..4)
-            .is_some_and(|p| p.eq_ignore_ascii_case("xn--"))
-    });
+    let has_punycode = name.split('.').any(|label| label.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")));
     if name.is_ascii() && !has_punycode {
         return Ok(name.to_ascii_lowercase());
     }
     Uts46::new()
-        .to_ascii(
-            name.as_bytes(),
-            AsciiDenyList::EMPTY,
-            Hyphens::Allow,
-            DnsLength::Ignore,
-        )
+        .to_ascii(name.as_bytes(), AsciiDenyList::EMPTY, Hyphens::Allow, DnsLength::Ignore)
         .map(|cow| cow.into_owned())
-        .map_err(|_| {
-            bad(
-                value,
-                "it is not a valid internationalized name (UTS-46 / IDNA2008)",
-            )
-        })
+        .map_err(|_| bad(value, "it is not a valid internationalized name (UTS-46 / IDNA2008)"))
 }
 
 fn check_ascii_name(value: &str, name: &str) -> Result<(), NormalizeError> {
     if name.len() > MAX_NAME {
-        return Err(bad(
-            value,
-            format!("it is {} characters long, more than {MAX_NAME}", name.len()),
-        ));
+        return Err(bad(value, format!("it is {} characters long, more than {MAX_NAME}", name.len())));
     }
     let labels: Vec<&str> = name.split('.').collect();
     for label in &labels {
@@ -88,22 +68,13 @@ fn check_ascii_name(value: &str, name: &str) -> Result<(), NormalizeError> {
     }
     let tld = labels.last().copied().unwrap_or_default();
     if labels.len() < 2 {
-        return Err(bad(
-            value,
-            "it is a single label, not a name on the internet",
-        ));
+        return Err(bad(value, "it is a single label, not a name on the internet"));
     }
     if tld.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad(
-            value,
-            "it ends in a number, so it reads as an IPv4 address",
-        ));
+        return Err(bad(value, "it ends in a number, so it reads as an IPv4 address"));
     }
     if !(tld.bytes().all(|b| b.is_ascii_alphabetic()) || tld.starts_with("xn--")) {
-        return Err(bad(
-            value,
-            format!("top-level label {tld:?} is not letters or xn-- punycode"),
-        ));
+        return Err(bad(value, format!("top-level label {tld:?} is not letters or xn-- punycode")));
     }
     if let Some(suffix) = psl::List.suffix(name.as_bytes()) {
         if suffix.is_known() && suffix.as_bytes().len() == name.len() {
@@ -116,50 +87,27 @@ fn check_ascii_name(value: &str, name: &str) -> Result<(), NormalizeError> {
         None => 2,
     };
     let first_registrable = labels.len().saturating_sub(registrable_labels);
-    if let Some(label) = labels
-        .iter()
-        .skip(first_registrable)
-        .find(|l| l.contains('_'))
-    {
-        return Err(bad(
-            value,
-            format!("label {label:?} has '_', which no registry allows in a registered name"),
-        ));
+    if let Some(label) = labels.iter().skip(first_registrable).find(|l| l.contains('_')) {
+        return Err(bad(value, format!("label {label:?} has '_', which no registry allows in a registered name")));
     }
     Ok(())
 }
 
 fn check_label(value: &str, label: &str) -> Result<(), NormalizeError> {
     if label.is_empty() {
-        return Err(bad(
-            value,
-            "it has an empty label (a leading dot or two dots in a row)",
-        ));
+        return Err(bad(value, "it has an empty label (a leading dot or two dots in a row)"));
     }
     if label.len() > MAX_LABEL {
         return Err(bad(
             value,
-            format!(
-                "label {:?} is {} characters long, more than {MAX_LABEL}",
-                shown(label),
-                label.len()
-            ),
+            format!("label {:?} is {} characters long, more than {MAX_LABEL}", shown(label), label.len()),
         ));
     }
-    if let Some(c) = label
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(bad(
-            value,
-            format!("{c:?} is not allowed in a domain name (letters, digits, '-' only)"),
-        ));
+    if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        return Err(bad(value, format!("{c:?} is not allowed in a domain name (letters, digits, '-' only)")));
     }
     if label.starts_with('-') || label.ends_with('-') {
-        return Err(bad(
-            value,
-            format!("label {label:?} starts or ends with '-'"),
-        ));
+        return Err(bad(value, format!("label {label:?} starts or ends with '-'")));
     }
     Ok(())
 }
@@ -200,22 +148,10 @@ mod tests {
 
     #[test]
     fn public_suffixes_and_single_labels_are_refused() {
-        assert!(matches!(
-            normalize_domain("com"),
-            Err(NormalizeError::BadDomain { .. })
-        ));
-        assert_eq!(
-            normalize_domain("co.uk"),
-            Err(NormalizeError::PublicSuffix("co.uk".into()))
-        );
-        assert_eq!(
-            normalize_domain("CO.UK."),
-            Err(NormalizeError::PublicSuffix("co.uk".into()))
-        );
-        assert_eq!(
-            normalize_domain("github.io"),
-            Err(NormalizeError::PublicSuffix("github.io".into()))
-        );
+        assert!(matches!(normalize_domain("com"), Err(NormalizeError::BadDomain { .. })));
+        assert_eq!(normalize_domain("co.uk"), Err(NormalizeError::PublicSuffix("co.uk".into())));
+        assert_eq!(normalize_domain("CO.UK."), Err(NormalizeError::PublicSuffix("co.uk".into())));
+        assert_eq!(normalize_domain("github.io"), Err(NormalizeError::PublicSuffix("github.io".into())));
         assert_eq!(ok("evil.github.io"), "evil.github.io");
         assert!(reason("localhost").contains("single label"));
     }

@@ -18,22 +18,10 @@ pub(crate) fn normalize_hash(kind: IndicatorKind, value: &str) -> Result<String,
     let expected = hex_len(kind);
     let got = value.chars().count();
     if got != expected {
-        return Err(NormalizeError::HashLength {
-            kind,
-            expected,
-            got,
-        });
+        return Err(NormalizeError::HashLength { kind, expected, got });
     }
-    if let Some((position, found)) = value
-        .chars()
-        .enumerate()
-        .find(|(_, c)| !c.is_ascii_hexdigit())
-    {
-        return Err(NormalizeError::HashChar {
-            kind,
-            found,
-            position,
-        });
+    if let Some((position, found)) = value.chars().enumerate().find(|(_, c)| !c.is_ascii_hexdigit()) {
+        return Err(NormalizeError::HashChar { kind, found, position });
     }
     Ok(value.to_ascii_lowercase())
 }
@@ -46,13 +34,9 @@ pub(crate) fn kind_by_shape(value: &str) -> Option<IndicatorKind> {
     if !(24..=72).contains(&len) || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    [
-        IndicatorKind::Md5,
-        IndicatorKind::Sha1,
-        IndicatorKind::Sha256,
-    ]
-    .into_iter()
-    .min_by_key(|kind| hex_len(*kind).abs_diff(len))
+    [IndicatorKind::Md5, IndicatorKind::Sha1, IndicatorKind::Sha256]
+        .into_iter()
+        .min_by_key(|kind| hex_len(*kind).abs_diff(len))
 }
 
 #[cfg(test)]
@@ -65,24 +49,12 @@ mod tests {
             normalize_hash(IndicatorKind::Md5, "D41D8CD98F00B204E9800998ECF8427E").unwrap(),
             "d41d8cd98f00b204e9800998ecf8427e"
         );
-        let short = normalize_hash(
-            IndicatorKind::Sha1,
-            "da39a3ee5e6b4b0d3255bfef95601890afd8070",
-        )
-        .unwrap_err();
+        let short = normalize_hash(IndicatorKind::Sha1, "da39a3ee5e6b4b0d3255bfef95601890afd8070").unwrap_err();
         assert_eq!(short.to_string(), "sha1 must be 40 hex digits, got 39");
-        let bad =
-            normalize_hash(IndicatorKind::Md5, "d41d8cd98f00b204e9800998ecf8427g").unwrap_err();
-        assert_eq!(
-            bad.to_string(),
-            "md5 must be hex digits only, found 'g' at position 31"
-        );
-        let wide =
-            normalize_hash(IndicatorKind::Md5, "d41d8cd98f00b204e9800998ecf8427é").unwrap_err();
-        assert!(
-            matches!(wide, NormalizeError::HashChar { found: 'é', .. }),
-            "{wide:?}"
-        );
+        let bad = normalize_hash(IndicatorKind::Md5, "d41d8cd98f00b204e9800998ecf8427g").unwrap_err();
+        assert_eq!(bad.to_string(), "md5 must be hex digits only, found 'g' at position 31");
+        let wide = normalize_hash(IndicatorKind::Md5, "d41d8cd98f00b204e9800998ecf8427é").unwrap_err();
+        assert!(matches!(wide, NormalizeError::HashChar { found: 'é', .. }), "{wide:?}");
     }
 
     #[test]

@@ -45,29 +45,19 @@ pub enum NormalizeError {
     #[error("value is {len} bytes long, more than the {max} accepted")]
     TooLong { len: usize, max: usize },
     #[error("{kind} must be {expected} hex digits, got {got}")]
-    HashLength {
-        kind: IndicatorKind,
-        expected: usize,
-        got: usize,
-    },
+    HashLength { kind: IndicatorKind, expected: usize, got: usize },
     #[error("{kind} must be hex digits only, found {found:?} at position {position}")]
-    HashChar {
-        kind: IndicatorKind,
-        found: char,
-        position: usize,
-    },
+    HashChar { kind: IndicatorKind, found: char, position: usize },
     #[error("{value:?} is not a domain name: {reason}")]
     BadDomain { value: String, reason: String },
-    #[error("{0:?} is a public suffix shared by unrelated owners (like com or co.uk), not a domain one party controls")]
+    #[error(
+        "{0:?} is a public suffix shared by unrelated owners (like com or co.uk), not a domain one party controls"
+    )]
     PublicSuffix(String),
     #[error("{value:?} is not a usable URL: {reason}")]
     BadUrl { value: String, reason: String },
     #[error("{value:?} is not a valid {kind}: {reason}")]
-    BadIp {
-        kind: IndicatorKind,
-        value: String,
-        reason: String,
-    },
+    BadIp { kind: IndicatorKind, value: String, reason: String },
     #[error("{given} has host bits set: the network is {canonical}")]
     CidrHostBits { given: String, canonical: String },
     #[error("{value:?} is not an email address: {reason}")]
@@ -95,9 +85,7 @@ pub(crate) fn shown(value: &str) -> String {
 pub fn normalize(kind: IndicatorKind, raw: &str) -> Result<Indicator, NormalizeError> {
     let value = prepare(raw)?;
     let canonical = match kind {
-        IndicatorKind::Md5 | IndicatorKind::Sha1 | IndicatorKind::Sha256 => {
-            hash::normalize_hash(kind, &value)?
-        }
+        IndicatorKind::Md5 | IndicatorKind::Sha1 | IndicatorKind::Sha256 => hash::normalize_hash(kind, &value)?,
         IndicatorKind::Domain => domain::normalize_domain(&value)?,
         IndicatorKind::Url => fixed_point(kind, &value, web::normalize_url)?,
         IndicatorKind::Ipv4 => ip::normalize_ipv4(&value)?,
@@ -135,10 +123,7 @@ pub(crate) fn ip_by_shape(raw: &str) -> Result<Indicator, NormalizeError> {
 /// Length check then refang: the order matters, the limit is on what we were sent.
 fn prepare(raw: &str) -> Result<String, NormalizeError> {
     if raw.len() > MAX_RAW_LEN {
-        return Err(NormalizeError::TooLong {
-            len: raw.len(),
-            max: MAX_RAW_LEN,
-        });
+        return Err(NormalizeError::TooLong { len: raw.len(), max: MAX_RAW_LEN });
     }
     let value = refang(raw);
     if value.is_empty() {
@@ -159,10 +144,7 @@ fn fixed_point(
     let mut current = step(value)?;
     for _ in 0..3 {
         if current.len() > MAX_RAW_LEN {
-            return Err(NormalizeError::TooLong {
-                len: current.len(),
-                max: MAX_RAW_LEN,
-            });
+            return Err(NormalizeError::TooLong { len: current.len(), max: MAX_RAW_LEN });
         }
         let again = step(&refang(&current))?;
         if again == current {
@@ -172,38 +154,23 @@ fn fixed_point(
     }
     let reason = "has no stable canonical form (it reads differently once written out)".to_string();
     Err(match kind {
-        IndicatorKind::Email => NormalizeError::BadEmail {
-            value: shown(value),
-            reason,
-        },
-        _ => NormalizeError::BadUrl {
-            value: shown(value),
-            reason,
-        },
+        IndicatorKind::Email => NormalizeError::BadEmail { value: shown(value), reason },
+        _ => NormalizeError::BadUrl { value: shown(value), reason },
     })
 }
 
 fn detect_prepared(value: &str) -> Result<(IndicatorKind, String), NormalizeError> {
     if value.contains("://") {
-        return Ok((
-            IndicatorKind::Url,
-            fixed_point(IndicatorKind::Url, value, web::normalize_url)?,
-        ));
+        return Ok((IndicatorKind::Url, fixed_point(IndicatorKind::Url, value, web::normalize_url)?));
     }
     if value.contains('@') && !value.contains('/') {
-        return Ok((
-            IndicatorKind::Email,
-            fixed_point(IndicatorKind::Email, value, email::normalize_email)?,
-        ));
+        return Ok((IndicatorKind::Email, fixed_point(IndicatorKind::Email, value, email::normalize_email)?));
     }
     if let Some((before, _)) = value.split_once('/') {
         if before.parse::<std::net::IpAddr>().is_ok() || ip::looks_like_dotted_quad(before) {
             return ip::ip_or_cidr(value);
         }
-        return Ok((
-            IndicatorKind::Url,
-            fixed_point(IndicatorKind::Url, value, web::normalize_url)?,
-        ));
+        return Ok((IndicatorKind::Url, fixed_point(IndicatorKind::Url, value, web::normalize_url)?));
     }
     if let Some(kind) = hash::kind_by_shape(value) {
         return Ok((kind, hash::normalize_hash(kind, value)?));
@@ -212,8 +179,7 @@ fn detect_prepared(value: &str) -> Result<(IndicatorKind, String), NormalizeErro
         return Ok((IndicatorKind::Ipv4, ip::normalize_ipv4(value)?));
     }
     if let Some((host, port)) = value.rsplit_once(':') {
-        let is_port =
-            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+        let is_port = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
         if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             if is_port {
                 return Ok((IndicatorKind::Ipv6, ip::normalize_ipv6(v6)?));

@@ -1,8 +1,9 @@
 //! Undoing the ways analysts "defang" indicators so nobody clicks them in a report.
 //!
 //! What is undone, case-insensitively:
-//! - a defanged scheme at the start: `hxxp`, `hxxps`, `hXXp`, `hxtp`, `htxp`, `h**p`, `fxp`,
-//!   `fxps`, only when followed by `:` (so a domain `hxxp.com` is left alone);
+//! - a defanged scheme at the start: `hxxp`, `hxxps`, `hXXp`, `hxtp`, `htxp`, `h**p`,
+//!   `h[tt]p`, `meow` (the last two from PyMISP's refang table), `fxp`, `fxps`, only when
+//!   followed by `:` (so a domain `hxxp.com` is left alone);
 //! - a bracketed token, with `[]`, `()` or `{}` and optional spaces inside and around:
 //!   `.` and `dot` → `.`, `@` and `at` → `@`, `:`, `://`, `/`, `//` → themselves;
 //! - `\.` → `.` (regex-escaped dots);
@@ -46,10 +47,7 @@ pub fn refang(input: &str) -> Cow<'_, str> {
 }
 
 fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}' | '\u{FEFF}' | '\u{2060}' | '\u{00AD}' | '\u{180E}'
-    )
+    matches!(c, '\u{200B}' | '\u{FEFF}' | '\u{2060}' | '\u{00AD}' | '\u{180E}')
 }
 
 /// Spaces that can sit inside a defanged value (`example [.] com`).
@@ -83,16 +81,11 @@ fn trim_outer(input: &str) -> &str {
         let (Some(first), Some(last)) = (chars.next(), chars.next_back()) else {
             return s;
         };
-        let Some(&(open, close, nests)) = PAIRS.iter().find(|(o, c, _)| *o == first && *c == last)
-        else {
+        let Some(&(open, close, nests)) = PAIRS.iter().find(|(o, c, _)| *o == first && *c == last) else {
             return s;
         };
         let inner = chars.as_str();
-        let wraps = if nests {
-            balanced(inner, open, close)
-        } else {
-            !inner.contains(open)
-        };
+        let wraps = if nests { balanced(inner, open, close) } else { !inner.contains(open) };
         if !wraps {
             return s;
         }
@@ -119,8 +112,7 @@ fn balanced(inner: &str, open: char, close: char) -> bool {
 /// all of them) are borrowed without allocating.
 fn needs_work(s: &str) -> bool {
     scheme_defang(s).is_some()
-        || s.bytes()
-            .any(|b| matches!(b, b'[' | b'(' | b'{' | b'\\' | b' ' | b'\t'))
+        || s.bytes().any(|b| matches!(b, b'[' | b'(' | b'{' | b'\\' | b' ' | b'\t'))
         || (!s.is_ascii() && s.chars().any(|c| is_invisible(c) || c == '\u{A0}'))
 }
 
@@ -135,7 +127,9 @@ fn pass(s: &str) -> String {
 }
 
 /// Defanged schemes and what they stand for; longer spellings first.
-const SCHEMES: [(&str, &str); 10] = [
+const SCHEMES: [(&str, &str); 13] = [
+    ("h[tt]ps", "https"),
+    ("h[tt]p", "http"),
     ("hxxps", "https"),
     ("hxxp", "http"),
     ("hxtps", "https"),
@@ -146,28 +140,20 @@ const SCHEMES: [(&str, &str); 10] = [
     ("h**p", "http"),
     ("fxps", "ftps"),
     ("fxp", "ftp"),
+    ("meow", "http"),
 ];
 
 fn scheme_defang(s: &str) -> Option<(usize, &'static str)> {
     SCHEMES.iter().find_map(|&(defanged, real)| {
         let head = s.get(..defanged.len())?;
         let rest = s.get(defanged.len()..)?;
-        (head.eq_ignore_ascii_case(defanged) && rest.starts_with(':'))
-            .then_some((defanged.len(), real))
+        (head.eq_ignore_ascii_case(defanged) && rest.starts_with(':')).then_some((defanged.len(), real))
     })
 }
 
 /// Bracketed tokens and their replacement; longer tokens first so `[://]` is not read as `[/]`.
-const TOKENS: [(&str, &str); 8] = [
-    ("://", "://"),
-    ("//", "//"),
-    (":", ":"),
-    ("/", "/"),
-    (".", "."),
-    ("dot", "."),
-    ("@", "@"),
-    ("at", "@"),
-];
+const TOKENS: [(&str, &str); 8] =
+    [("://", "://"), ("//", "//"), (":", ":"), ("/", "/"), (".", "."), ("dot", "."), ("@", "@"), ("at", "@")];
 
 /// One left-to-right scan that rewrites a bracketed token as soon as its closing bracket
 /// arrives, checking the output written so far, so nested defangs (`[[.]]`) and tokens
@@ -205,10 +191,7 @@ fn collapse_last_token(out: &mut String) -> bool {
         Some('}') => '{',
         _ => return false,
     };
-    let body = out
-        .get(..out.len() - 1)
-        .unwrap_or_default()
-        .trim_end_matches(is_inline_space);
+    let body = out.get(..out.len() - 1).unwrap_or_default().trim_end_matches(is_inline_space);
     for (token, replacement) in TOKENS {
         let Some(split) = body.len().checked_sub(token.len()) else {
             continue;
@@ -269,13 +252,12 @@ mod tests {
     #[test]
     fn common_defangs_are_undone() {
         let cases = [
-            (
-                "hxxps://evil[.]example[.]com/path",
-                "https://evil.example.com/path",
-            ),
+            ("hxxps://evil[.]example[.]com/path", "https://evil.example.com/path"),
             ("hXXp://evil(.)example{.}com", "http://evil.example.com"),
             ("h**p://a.example", "http://a.example"),
             ("fxp://files.example", "ftp://files.example"),
+            ("h[tt]ps://a.example", "https://a.example"),
+            ("meow://a.example", "http://a.example"),
             ("hxxp[://]evil.example", "http://evil.example"),
             ("http[:]//evil.example", "http://evil.example"),
             ("hxxps[:]//evil.example[/]x", "https://evil.example/x"),
@@ -303,10 +285,7 @@ mod tests {
         assert_eq!(refang("[2001:db8::1]"), "2001:db8::1");
         assert_eq!(refang("\u{201C}evil.example\u{201D}"), "evil.example");
         assert_eq!(refang("'\"(evil.example)\"'"), "evil.example");
-        assert_eq!(
-            refang("evil\u{200B}.example.com\u{FEFF}"),
-            "evil.example.com"
-        );
+        assert_eq!(refang("evil\u{200B}.example.com\u{FEFF}"), "evil.example.com");
         assert_eq!(refang("[hxxp://evil[.]example]"), "http://evil.example");
     }
 
@@ -329,10 +308,7 @@ mod tests {
         ] {
             assert_eq!(refang(clean), clean);
         }
-        assert!(matches!(
-            refang(" evil.example.com\n"),
-            Cow::Borrowed("evil.example.com")
-        ));
+        assert!(matches!(refang(" evil.example.com\n"), Cow::Borrowed("evil.example.com")));
         // Not wrapped: the brackets do not pair up with each other.
         assert_eq!(refang("[.]example[.]com[.]"), ".example.com.");
         assert_eq!(refang("(a)b(c)"), "(a)b(c)");
@@ -342,16 +318,7 @@ mod tests {
 
     #[test]
     fn refang_is_a_fixed_point() {
-        for raw in [
-            "[[.]]",
-            "[[[.]]]",
-            "[\\.]",
-            "\\\\.",
-            "\"[hxxp[:]//x[.]y]\"",
-            "[ [ . ] ]",
-            "h[x]xp://a",
-            "[.]]",
-        ] {
+        for raw in ["[[.]]", "[[[.]]]", "[\\.]", "\\\\.", "\"[hxxp[:]//x[.]y]\"", "[ [ . ] ]", "h[x]xp://a", "[.]]"] {
             let once = refang(raw).into_owned();
             assert_eq!(refang(&once), once, "refang not stable on {raw:?}");
         }
@@ -359,15 +326,7 @@ mod tests {
 
     #[test]
     fn multibyte_text_next_to_tokens_does_not_panic() {
-        for raw in [
-            "é]",
-            "[é]",
-            "ét]",
-            "(ät)",
-            "\u{A0}[.]\u{A0}",
-            "日本[.]jp",
-            "ＡＴ]",
-        ] {
+        for raw in ["é]", "[é]", "ét]", "(ät)", "\u{A0}[.]\u{A0}", "日本[.]jp", "ＡＴ]"] {
             let _ = refang(raw);
         }
         assert_eq!(refang("日本 [.] jp"), "日本.jp");

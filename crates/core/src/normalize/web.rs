@@ -22,10 +22,7 @@ use super::{domain, ip, shown, NormalizeError};
 use url::{Host, Url};
 
 fn bad(value: &str, reason: impl Into<String>) -> NormalizeError {
-    NormalizeError::BadUrl {
-        value: shown(value),
-        reason: reason.into(),
-    }
+    NormalizeError::BadUrl { value: shown(value), reason: reason.into() }
 }
 
 /// Schemes whose host the WHATWG parser already normalizes (IDNA, IPv4 forms, lowercase).
@@ -64,8 +61,7 @@ pub(crate) fn normalize_url(value: &str) -> Result<String, NormalizeError> {
         }
     };
     if let Some(host) = canonical_host {
-        url.set_host(Some(&host))
-            .map_err(|e| bad(value, format!("host {host:?}: {e}")))?;
+        url.set_host(Some(&host)).map_err(|e| bad(value, format!("host {host:?}: {e}")))?;
     }
     url.set_fragment(None);
     if url.query() == Some("") {
@@ -87,13 +83,10 @@ fn canonical_domain_host(value: &str, host: &str, special: bool) -> Result<Strin
     }
     match domain::normalize_domain(host) {
         Ok(name) => Ok(name),
-        Err(NormalizeError::PublicSuffix(name)) => Err(bad(
-            value,
-            format!("its host {name:?} is a public suffix, not a site one party controls"),
-        )),
-        Err(NormalizeError::BadDomain { reason, .. }) => {
-            Err(bad(value, format!("host {:?}: {reason}", shown(host))))
+        Err(NormalizeError::PublicSuffix(name)) => {
+            Err(bad(value, format!("its host {name:?} is a public suffix, not a site one party controls")))
         }
+        Err(NormalizeError::BadDomain { reason, .. }) => Err(bad(value, format!("host {:?}: {reason}", shown(host)))),
         Err(other) => Err(bad(value, other.to_string())),
     }
 }
@@ -108,52 +101,22 @@ mod tests {
 
     #[test]
     fn urls_get_their_canonical_form() {
-        assert_eq!(
-            ok("http://Example.COM:80/a?b=1#x"),
-            "http://example.com/a?b=1"
-        );
-        assert_eq!(
-            ok("HTTPS://evil.example.com:443"),
-            "https://evil.example.com/"
-        );
-        assert_eq!(
-            ok("https://evil.example.com:8443/x"),
-            "https://evil.example.com:8443/x"
-        );
-        assert_eq!(
-            ok("http://evil.example.com./a/../b/./c?"),
-            "http://evil.example.com/b/c"
-        );
+        assert_eq!(ok("http://Example.COM:80/a?b=1#x"), "http://example.com/a?b=1");
+        assert_eq!(ok("HTTPS://evil.example.com:443"), "https://evil.example.com/");
+        assert_eq!(ok("https://evil.example.com:8443/x"), "https://evil.example.com:8443/x");
+        assert_eq!(ok("http://evil.example.com./a/../b/./c?"), "http://evil.example.com/b/c");
         assert_eq!(ok("http://bücher.de/Pfad"), "http://xn--bcher-kva.de/Pfad");
-        assert_eq!(
-            ok("http://[2001:DB8::1]:8080/"),
-            "http://[2001:db8::1]:8080/"
-        );
+        assert_eq!(ok("http://[2001:DB8::1]:8080/"), "http://[2001:db8::1]:8080/");
         assert_eq!(ok("http://1.2.3.4/x"), "http://1.2.3.4/x");
-        assert_eq!(
-            ok("http://user@evil.example.com/"),
-            "http://user@evil.example.com/"
-        );
-        assert_eq!(
-            ok("evil.example.com/login.php"),
-            "http://evil.example.com/login.php"
-        );
-        assert_eq!(
-            ok("evil.example.com:8080/x"),
-            "http://evil.example.com:8080/x"
-        );
-        assert_eq!(
-            ok("http://evil.example.com/a b"),
-            "http://evil.example.com/a%20b"
-        );
+        assert_eq!(ok("http://user@evil.example.com/"), "http://user@evil.example.com/");
+        assert_eq!(ok("evil.example.com/login.php"), "http://evil.example.com/login.php");
+        assert_eq!(ok("evil.example.com:8080/x"), "http://evil.example.com:8080/x");
+        assert_eq!(ok("http://evil.example.com/a b"), "http://evil.example.com/a%20b");
     }
 
     #[test]
     fn opaque_hosts_are_normalized_like_domains() {
-        assert_eq!(
-            ok("tcp://EVIL.Example.com:4444"),
-            "tcp://evil.example.com:4444"
-        );
+        assert_eq!(ok("tcp://EVIL.Example.com:4444"), "tcp://evil.example.com:4444");
         assert_eq!(ok("smb://1.2.3.4/share"), "smb://1.2.3.4/share");
         assert!(normalize_url("tcp://010.1.1.1:80").is_err());
     }
@@ -169,10 +132,7 @@ mod tests {
             "http://exa mple.com/",
         ] {
             let err = normalize_url(raw);
-            assert!(
-                matches!(err, Err(NormalizeError::BadUrl { .. })),
-                "{raw:?} gave {err:?}"
-            );
+            assert!(matches!(err, Err(NormalizeError::BadUrl { .. })), "{raw:?} gave {err:?}");
         }
         let err = normalize_url("http://co.uk/").unwrap_err().to_string();
         assert!(err.contains("public suffix"), "{err}");
