@@ -351,6 +351,44 @@ mod tests {
     }
 
     #[test]
+    fn hostile_input_is_skipped_not_fatal() {
+        // Nesting past serde_json's recursion limit is malformed JSON, not a stack overflow.
+        let deep = "[".repeat(200_000);
+        assert_eq!(read_bundle(deep.as_bytes(), "s").skipped.len(), 1);
+        // A pattern past the length bound is refused by the parser, its neighbours land.
+        let huge = format!("[domain-name:value = '{}.example']", "a".repeat(2 << 20));
+        let bundle = serde_json::json!([
+            indicator("indicator--huge", "2024-01-02T00:00:00.000Z", &huge),
+            indicator(
+                "indicator--deep",
+                "2024-01-02T00:00:00.000Z",
+                &format!("{}[a:b = 1]{}", "(".repeat(10_000), ")".repeat(10_000))
+            ),
+            indicator("indicator--fine", "2024-01-02T00:00:00.000Z", "[domain-name:value = 'fine.example']"),
+        ]);
+        let read = read_bundle(bundle.to_string().as_bytes(), "s");
+        assert_eq!(read.observations.len(), 1);
+        assert_eq!(read.skipped.len(), 2, "{:?}", read.skipped);
+        assert!(read.skipped.iter().all(|s| s.reason.len() < 400), "reasons quote at most a short piece");
+    }
+
+    #[test]
+    fn taxii_envelopes_and_stix_2_0_indicators() {
+        // A TAXII 2.1 envelope, and a STIX 2.0 indicator (no pattern_type, labels as types).
+        let envelope = serde_json::json!({"more": false, "objects": [
+            {"type": "indicator", "id": "indicator--old", "created": "2017-01-01T00:00:00.000Z", "modified": "2017-01-01T00:00:00.000Z",
+             "labels": ["malicious-activity"], "pattern": "[url:value = 'http://bad.example/x']", "valid_from": "2017-01-01T00:00:00Z"}
+        ]});
+        let read = read_bundle(envelope.to_string().as_bytes(), "taxii");
+        assert!(read.skipped.is_empty(), "{:?}", read.skipped);
+        assert_eq!(read.observations[0].indicator.kind, IndicatorKind::Url);
+        assert_eq!(read.observations[0].tags, vec!["malicious-activity".to_string()]);
+        // A single non-indicator object reads as nothing, quietly.
+        let read = read_bundle(br#"{"type": "malware", "id": "malware--1"}"#, "s");
+        assert!(read.observations.is_empty() && read.skipped.is_empty());
+    }
+
+    #[test]
     fn malformed_json_is_one_skipped_item() {
         let read = read_bundle(b"{\"type\": \"bundle\", \"objects\": [", "feed-a");
         assert!(read.observations.is_empty());
