@@ -150,6 +150,19 @@ def vision_one(url, token):
     remaining = [o.value for o in res.response.items] if res.response else None
     check("the list is empty after removal", remaining == [], remaining)
 
+    # Exception list: add, list, remove.
+    res = client.object.add_exception(
+        ObjectRequest(object_type=ObjectType.IP, object_value="198.51.100.1", description="our NAT")
+    )
+    check("pytmv1 add_exception succeeds", res.result_code == ResultCode.SUCCESS, res.errors)
+    res = client.object.list_exception()
+    check("pytmv1 list_exception succeeds", res.result_code == ResultCode.SUCCESS, res.error)
+    if res.response is not None:
+        values = [(o.type.value, o.value) for o in res.response.items]
+        check("the exception is listed", values == [("ip", "198.51.100.1")], values)
+    res = client.object.delete_exception(ObjectRequest(object_type=ObjectType.IP, object_value="198.51.100.1"))
+    check("pytmv1 delete_exception succeeds", res.result_code == ResultCode.SUCCESS, res.errors)
+
     # Workbench alert: list with a severity filter, get with its ETag, close it.
     res = client.alert.list(start_time=start, end_time=end, severity="critical")
     check("pytmv1 alert.list succeeds", res.result_code == ResultCode.SUCCESS, res.error)

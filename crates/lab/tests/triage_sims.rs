@@ -443,6 +443,19 @@ async fn v1_suspicious_objects_add_list_delete_with_per_item_answers_and_the_cap
     assert!(items.iter().all(|i| i["type"] == "domain" && i["domain"].is_string()));
     assert!(items.iter().all(|i| i["expiredDateTime"].is_string() && i["inExceptionList"] == false));
 
+    // An exception marks the listed object, and can be removed again.
+    let exc = format!("{base}/v3.0/threatintel/suspiciousObjectExceptions");
+    let (st, body) = v1_post(&exc, &json!([{"ip": "198.51.100.7", "description": "our NAT"}, {"ip": "nope"}])).await;
+    assert_eq!(st, 207);
+    assert_eq!((body[0]["status"].as_u64(), body[1]["status"].as_u64()), (Some(201), Some(400)));
+    let (_, list) = v1_get(&so, Some("type eq 'ip'")).await;
+    assert_eq!(list["items"][0]["inExceptionList"], true);
+    let (_, list) = v1_get(&exc, None).await;
+    assert_eq!(list["items"][0]["ip"], "198.51.100.7");
+    let (_, body) = v1_post(&format!("{exc}/delete"), &json!([{"ip": "198.51.100.7"}, {"ip": "198.51.100.8"}])).await;
+    assert_eq!((body[0]["status"].as_u64(), body[1]["status"].as_u64()), (Some(204), Some(404)));
+    assert!(s.suspicious_object_exceptions().is_empty());
+
     let (st, body) =
         v1_post(&format!("{so}/delete"), &json!([{"domain": "evil.example"}, {"domain": "never-added.example"}])).await;
     assert_eq!(st, 207);

@@ -641,6 +641,8 @@ struct Inner {
     reports: Vec<StoredReport>,
     sweeps: Vec<SweepTask>,
     seen: HashSet<String>,
+    /// The exception list: (type, value) → (description, last modified).
+    exceptions: BTreeMap<(SoType, String), (String, OffsetDateTime)>,
     window: VecDeque<Instant>,
 }
 
@@ -722,7 +724,13 @@ impl VisionOneState {
 
     /// The Suspicious Object list as it stands.
     pub fn suspicious_objects(&self) -> Vec<SuspiciousObject> {
-        self.lock().objects.iter().cloned().collect()
+        let inner = self.lock();
+        inner.objects.iter().map(|o| with_exception_flag(o, &inner.exceptions)).collect()
+    }
+
+    /// The Suspicious Object exception list as it stands.
+    pub fn suspicious_object_exceptions(&self) -> Vec<(SoType, String)> {
+        self.lock().exceptions.keys().cloned().collect()
     }
 
     pub fn reports(&self) -> Vec<StoredReport> {
@@ -759,6 +767,8 @@ pub fn router(state: Arc<VisionOneState>) -> Router {
         .route("/v3.0/workbench/alerts/{id}/notes", post(add_note))
         .route("/v3.0/threatintel/suspiciousObjects", get(list_objects).post(add_objects))
         .route("/v3.0/threatintel/suspiciousObjects/delete", post(delete_objects))
+        .route("/v3.0/threatintel/suspiciousObjectExceptions", get(list_exceptions).post(add_exceptions))
+        .route("/v3.0/threatintel/suspiciousObjectExceptions/delete", post(delete_exceptions))
         .route("/v3.0/threatintel/intelligenceReports", get(list_reports).post(upload_report))
         .route("/v3.0/threatintel/intelligenceReports/delete", post(delete_reports))
         .route("/v3.0/threatintel/intelligenceReports/sweep", post(sweep_reports))
@@ -1251,7 +1261,7 @@ async fn list_objects(State(state): State<Arc<VisionOneState>>, headers: HeaderM
                     && end.map_or(true, |e| o.last_modified <= e)
                     && page.filter.as_ref().map_or(true, |f| f.matches(&|field| o.filter_values(field)))
             })
-            .cloned()
+            .map(|o| with_exception_flag(o, &inner.exceptions))
             .collect();
         drop(inner);
         let risk = |r: &str| match r {
@@ -1388,6 +1398,109 @@ async fn delete_objects(State(state): State<Arc<VisionOneState>>, body: Bytes) -
                             "NotFound",
                             &format!("{} '{}' is not in the suspicious object list", kind.key(), value),
                         )
+                    }
+                }
+            }
+        })
+        .collect();
+    multi_status(out)
+}
+
+fn with_exception_flag(
+    o: &SuspiciousObject,
+    exceptions: &BTreeMap<(SoType, String), (String, OffsetDateTime)>,
+) -> SuspiciousObject {
+    let mut o = o.clone();
+    o.in_exception_list = exceptions.contains_key(&(o.kind, o.value.clone()));
+    o
+}
+
+async fn list_exceptions(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, q: Q) -> Response {
+    let run = || -> Result<Response, Response> {
+        let page = page_request(&headers, query_map(q)?, SO_FILTER_FIELDS, 5000, 100)?;
+        let inner = state.lock();
+        let mut matched: Vec<Value> = inner
+            .exceptions
+            .iter()
+            .filter(|((kind, value), _)| {
+                page.filter.as_ref().map_or(true, |f| {
+                    f.matches(&|field| match field {
+                        "type" => vec![kind.key().to_string()],
+                        k if SoType::from_key(k) == Some(*kind) => vec![value.clone()],
+                        _ => Vec::new(),
+                    })
+                })
+            })
+            .map(|((kind, value), (description, modified))| {
+                let mut m = Map::new();
+                m.insert("type".into(), json!(kind.key()));
+                m.insert(kind.key().into(), json!(value));
+                m.insert("description".into(), json!(description));
+                m.insert("lastModifiedDateTime".into(), json!(iso(*modified)));
+                Value::Object(m)
+            })
+            .collect();
+        drop(inner);
+        matched.sort_by(|a, b| b["lastModifiedDateTime"].as_str().cmp(&a["lastModifiedDateTime"].as_str()));
+        let (items, next) = paginate(&matched, &page, &headers, "/v3.0/threatintel/suspiciousObjectExceptions");
+        let mut body = json!({"items": items});
+        if let (Some(n), Some(m)) = (next, body.as_object_mut()) {
+            m.insert("nextLink".into(), json!(n));
+        }
+        Ok(Json(body).into_response())
+    };
+    run().unwrap_or_else(|e| e)
+}
+
+async fn add_exceptions(State(state): State<Arc<VisionOneState>>, body: Bytes) -> Response {
+    let items = match json_array(&body) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut inner = state.lock();
+    let out = items
+        .iter()
+        .map(|item| {
+            let parsed = item.as_object().ok_or_else(|| "Each item must be a JSON object".to_string()).and_then(|o| {
+                let (kind, value) = item_type(o)?;
+                kind.check(&value)?;
+                let description = match o.get("description") {
+                    None => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => return Err(format!("description must be a string, got {other}")),
+                };
+                Ok((kind, value, description))
+            });
+            match parsed {
+                Ok((kind, value, description)) => {
+                    inner.exceptions.insert((kind, value), (description, now));
+                    json!({"status": 201})
+                }
+                Err(msg) => item_error(400, "BadRequest", &msg),
+            }
+        })
+        .collect();
+    multi_status(out)
+}
+
+async fn delete_exceptions(State(state): State<Arc<VisionOneState>>, body: Bytes) -> Response {
+    let items = match json_array(&body) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    let mut inner = state.lock();
+    let out = items
+        .iter()
+        .map(|item| {
+            match item.as_object().ok_or_else(|| "Each item must be a JSON object".to_string()).and_then(item_type) {
+                Err(msg) => item_error(400, "BadRequest", &msg),
+                Ok((kind, value)) => {
+                    if inner.exceptions.remove(&(kind, value.clone())).is_some() {
+                        json!({"status": 204})
+                    } else {
+                        let msg = format!("{} '{}' is not in the exception list", kind.key(), value);
+                        item_error(404, "NotFound", &msg)
                     }
                 }
             }
