@@ -18,12 +18,7 @@ pub struct CachedEnrichment {
 
 impl Store {
     /// The answer `provider` gave about `indicator`, if one is cached and not expired at `now`.
-    pub async fn cache_get(
-        &self,
-        provider: &str,
-        indicator: &Indicator,
-        now: i64,
-    ) -> Result<Option<CachedEnrichment>> {
+    pub async fn cache_get(&self, provider: &str, indicator: &Indicator, now: i64) -> Result<Option<CachedEnrichment>> {
         let row: Option<(String, i64, i64)> = sqlx::query_as(
             "SELECT body, fetched_at, expires_at FROM enrichment_cache \
              WHERE provider = ? AND kind = ? AND value = ? AND expires_at > ?",
@@ -34,11 +29,7 @@ impl Store {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(body, fetched_at, expires_at)| CachedEnrichment {
-            body,
-            fetched_at,
-            expires_at,
-        }))
+        Ok(row.map(|(body, fetched_at, expires_at)| CachedEnrichment { body, fetched_at, expires_at }))
     }
 
     /// Stores (or replaces) `provider`'s answer about `indicator`.
@@ -61,20 +52,18 @@ impl Store {
         .bind(body)
         .bind(fetched_at)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
 
     /// Drops answers expired at `now`; returns how many.
     pub async fn cache_purge_expired(&self, now: i64) -> Result<u64> {
-        Ok(
-            sqlx::query("DELETE FROM enrichment_cache WHERE expires_at <= ?")
-                .bind(now)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
+        Ok(sqlx::query("DELETE FROM enrichment_cache WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
     }
 }
 
@@ -88,49 +77,15 @@ mod tests {
     async fn answers_are_reused_until_they_expire() {
         let (_dir, store) = temp_store().await;
         let ind = Indicator::from_canonical(IndicatorKind::Sha256, "e".repeat(64));
-        assert_eq!(
-            store.cache_get("virustotal", &ind, 100).await.unwrap(),
-            None
-        );
-        store
-            .cache_put("virustotal", &ind, r#"{"malicious":3}"#, 100, 200)
-            .await
-            .unwrap();
-        let hit = store
-            .cache_get("virustotal", &ind, 150)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            hit,
-            CachedEnrichment {
-                body: r#"{"malicious":3}"#.into(),
-                fetched_at: 100,
-                expires_at: 200
-            }
-        );
+        assert_eq!(store.cache_get("virustotal", &ind, 100).await.unwrap(), None);
+        store.cache_put("virustotal", &ind, r#"{"malicious":3}"#, 100, 200).await.unwrap();
+        let hit = store.cache_get("virustotal", &ind, 150).await.unwrap().unwrap();
+        assert_eq!(hit, CachedEnrichment { body: r#"{"malicious":3}"#.into(), fetched_at: 100, expires_at: 200 });
         assert_eq!(store.cache_get("intezer", &ind, 150).await.unwrap(), None);
-        assert_eq!(
-            store.cache_get("virustotal", &ind, 200).await.unwrap(),
-            None
-        );
-        store
-            .cache_put("virustotal", &ind, r#"{"malicious":9}"#, 300, 400)
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .cache_get("virustotal", &ind, 350)
-                .await
-                .unwrap()
-                .unwrap()
-                .body,
-            r#"{"malicious":9}"#
-        );
+        assert_eq!(store.cache_get("virustotal", &ind, 200).await.unwrap(), None);
+        store.cache_put("virustotal", &ind, r#"{"malicious":9}"#, 300, 400).await.unwrap();
+        assert_eq!(store.cache_get("virustotal", &ind, 350).await.unwrap().unwrap().body, r#"{"malicious":9}"#);
         assert_eq!(store.cache_purge_expired(500).await.unwrap(), 1);
-        assert_eq!(
-            store.cache_get("virustotal", &ind, 350).await.unwrap(),
-            None
-        );
+        assert_eq!(store.cache_get("virustotal", &ind, 350).await.unwrap(), None);
     }
 }

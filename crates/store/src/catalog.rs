@@ -2,9 +2,28 @@
 //!
 //! Never retires anything on a read that was incomplete or failed, and never deletes an
 //! observation row: retired rows are kept so a reappearing item is revived in place.
+//!
+//! # How a read is written
+//!
+//! A million-row ingest committed batch by batch was I/O bound: the key indexes are in
+//! random order (MISP attribute UUIDs), so every batch's commit touched most of their leaf
+//! pages and wrote them to the WAL again, gigabytes for one ingest. So a read is applied in
+//! two steps:
+//!
+//! 1. `write_observations` classifies each observation against the committed catalog with
+//!    one indexed lookup per batch (so the batch's `WriteStats` are exact at once) and
+//!    appends only the new and changed ones to a connection-local staging table (a temp
+//!    table: plain appends to a temp file, no WAL, no index). Unchanged observations cost
+//!    the lookup and nothing else. A source with no stored observations skips the lookup.
+//! 2. `finish_read` merges the staged rows in key order with one upsert in one transaction,
+//!    retires the unseen (on a complete read) and records the outcome, all atomically. Each
+//!    index page is then dirtied once per read, not once per batch.
+//!
+//! The catalog therefore shows a read's changes when the read finishes, all at once. A read
+//! dropped without `finish_read` (a crash, a cancelled task) leaves the catalog as it was;
+//! its staged rows are discarded by the next read of the same source.
 
-use std::collections::HashSet;
-use std::hash::BuildHasher;
+use std::collections::HashMap;
 
 use futures::TryStreamExt;
 use sqlx::sqlite::SqliteRow;
@@ -13,28 +32,46 @@ use tibridge_core::{Indicator, IndicatorKind, Observation, Tlp};
 
 use crate::hash::content_hash;
 use crate::{
-    count, to_i64, unix_now, CatalogIndicator, ReadOutcome, Result, SourceRead, SourceStatus,
-    Store, StoreError, WriteStats, MAX_BIND_PARAMS,
+    count, to_i64, unix_now, CatalogIndicator, ReadOutcome, Result, SourceRead, SourceStatus, Store, StoreError,
+    WriteStats, MAX_BIND_PARAMS,
 };
 
-/// Bound parameters per observation row in the upsert (see `push_observation_row`).
-const OBS_BINDS: usize = 19;
-const OBS_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / OBS_BINDS;
-/// Bound parameters per indicator row.
-const IND_BINDS: usize = 3;
-const IND_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / IND_BINDS;
+/// Bound parameters per staged observation row.
+const STAGE_BINDS: usize = 17;
+const STAGE_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / STAGE_BINDS;
+/// Source refs per lookup statement (one parameter is the source id).
+const LOOKUP_REFS_PER_STATEMENT: usize = MAX_BIND_PARAMS - 1;
 /// Retirement updates name this many row ids per statement.
 const RETIRE_IDS_PER_STATEMENT: usize = 10_000;
 /// How many skipped items a read keeps as a sample for `status`.
 const SKIPPED_SAMPLE: usize = 100;
 
-const OBS_INSERT_HEAD: &str = "INSERT INTO observations (source_id, source_ref, kind, value, event_ref, \
-     event_info, tags, tlp, confidence, to_ids, first_seen, last_seen, valid_until, modified, deleted, \
-     content_hash, created_at, updated_at, retired_at, revision) ";
+/// The staging table lives in the writer connection's temp schema: it never reaches the
+/// WAL and disappears with the connection.
+const CREATE_STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS staged_observations (\
+     seq INTEGER PRIMARY KEY, read_id BIGINT NOT NULL, source_id TEXT NOT NULL, \
+     source_ref TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, event_ref TEXT, \
+     event_info TEXT, tags TEXT NOT NULL, tlp TEXT, confidence INTEGER, to_ids BOOLEAN NOT NULL, \
+     first_seen BIGINT, last_seen BIGINT, valid_until BIGINT, modified BIGINT, \
+     deleted BOOLEAN NOT NULL, content_hash BIGINT NOT NULL)";
 
-/// An unchanged row (same hash, and not a retired row coming back) matches no `WHERE`, so
-/// SQLite writes nothing for it and returns no row for it.
-const OBS_UPSERT_TAIL: &str = " ON CONFLICT (source_id, source_ref, kind) DO UPDATE SET \
+const STAGE_INSERT_HEAD: &str = "INSERT INTO temp.staged_observations (read_id, source_id, \
+     source_ref, kind, value, event_ref, event_info, tags, tlp, confidence, to_ids, first_seen, \
+     last_seen, valid_until, modified, deleted, content_hash) ";
+
+/// The merge: staged rows in key order (and arrival order within a key, so a key repeated
+/// in one read ends with its last version). An unchanged row (same hash, and not a retired
+/// row coming back) matches no `WHERE`, so SQLite writes nothing for it.
+/// SQLITE: a PostgreSQL upsert refuses to touch one row twice in a statement; its merge
+/// must keep only the last staged row per key first (`DISTINCT ON`).
+const MERGE: &str = "INSERT INTO observations (source_id, source_ref, kind, value, event_ref, \
+     event_info, tags, tlp, confidence, to_ids, first_seen, last_seen, valid_until, modified, \
+     deleted, content_hash, revision, created_at, updated_at, retired_at) \
+     SELECT source_id, source_ref, kind, value, event_ref, event_info, tags, tlp, confidence, \
+     to_ids, first_seen, last_seen, valid_until, modified, deleted, content_hash, 0, ?1, ?1, \
+     CASE WHEN deleted THEN ?1 ELSE NULL END \
+     FROM temp.staged_observations WHERE read_id = ?2 ORDER BY source_id, source_ref, kind, seq \
+     ON CONFLICT (source_id, source_ref, kind) DO UPDATE SET \
      value = excluded.value, event_ref = excluded.event_ref, event_info = excluded.event_info, \
      tags = excluded.tags, tlp = excluded.tlp, confidence = excluded.confidence, \
      to_ids = excluded.to_ids, first_seen = excluded.first_seen, last_seen = excluded.last_seen, \
@@ -43,8 +80,7 @@ const OBS_UPSERT_TAIL: &str = " ON CONFLICT (source_id, source_ref, kind) DO UPD
      updated_at = excluded.updated_at, \
      retired_at = CASE WHEN excluded.deleted THEN COALESCE(observations.retired_at, excluded.retired_at) ELSE NULL END \
      WHERE observations.content_hash <> excluded.content_hash \
-        OR (observations.retired_at IS NOT NULL AND NOT excluded.deleted) \
-     RETURNING revision";
+        OR (observations.retired_at IS NOT NULL AND NOT excluded.deleted)";
 
 /// The observation columns every catalog read selects, in the order `observation_from_row` reads.
 const OBS_COLUMNS: &str = "kind, value, source_id, source_ref, event_ref, event_info, tags, tlp, \
@@ -56,113 +92,141 @@ struct Prepared {
     hash: i64,
 }
 
+/// What the catalog holds for a key: its content hash and whether it is retired.
+type Stored = (i64, bool);
+
 impl Store {
     /// Starts a read of `source_id`; the returned handle collects what the read writes.
+    ///
+    /// Discards what an earlier, never finished read of the same source staged: two reads
+    /// of one source at once are not supported (the later one wins).
     pub async fn begin_read(&self, source_id: &str) -> Result<SourceRead> {
-        let read_id: i64 = sqlx::query_scalar(
-            "INSERT INTO source_reads (source_id, started_at) VALUES (?, ?) RETURNING id",
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(CREATE_STAGING).execute(&mut *tx).await?;
+        sqlx::query(
+            "DELETE FROM temp.staged_observations WHERE read_id IN \
+             (SELECT id FROM source_reads WHERE source_id = ? AND finished_at IS NULL)",
         )
         .bind(source_id)
-        .bind(unix_now())
-        .fetch_one(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let read_id: i64 =
+            sqlx::query_scalar("INSERT INTO source_reads (source_id, started_at) VALUES (?, ?) RETURNING id")
+                .bind(source_id)
+                .bind(unix_now())
+                .fetch_one(&mut *tx)
+                .await?;
+        let fresh: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM observations WHERE source_id = ?)")
+            .bind(source_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(SourceRead {
             source_id: source_id.to_string(),
             read_id,
             stats: WriteStats::default(),
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             seen_key: std::collections::hash_map::RandomState::new(),
+            fresh_source: fresh,
+            staged: 0,
         })
     }
 
-    /// Upserts a batch in one transaction; re-writing an identical observation changes nothing.
+    /// Stages a batch for the read (one transaction) and returns how it compares with the
+    /// catalog; the catalog itself changes when the read finishes (see the module docs).
+    /// Re-writing an identical observation stages nothing.
     ///
-    /// Observations whose `source_id` differs from the read's are stored under their own
-    /// source id (the key is the observation's), but only the read's own source is retired
-    /// by `finish_read`.
-    pub async fn write_observations(
-        &self,
-        read: &mut SourceRead,
-        batch: &[Observation],
-    ) -> Result<WriteStats> {
+    /// A key repeated within one read is compared with its previous version in the read.
+    pub async fn write_observations(&self, read: &mut SourceRead, batch: &[Observation]) -> Result<WriteStats> {
         if batch.is_empty() {
             return Ok(WriteStats::default());
         }
-        let now = unix_now();
         let mut prepared = Vec::with_capacity(batch.len());
         for obs in batch {
-            let tags_json =
-                serde_json::to_string(&obs.tags).map_err(|source| StoreError::Encode {
-                    what: format!("tags of {} observation {}", obs.source_id, obs.source_ref),
-                    source,
-                })?;
+            let tags_json = serde_json::to_string(&obs.tags).map_err(|source| StoreError::Encode {
+                what: format!("tags of {} observation {}", obs.source_id, obs.source_ref),
+                source,
+            })?;
             let hash = content_hash(obs, &tags_json);
             prepared.push(Prepared { tags_json, hash });
         }
 
-        let mut tx = self.pool.begin().await?;
-
-        // Indicators first: each distinct (kind, value) of the batch once; existing ones cost
-        // one index probe and no write.
-        let mut distinct: HashSet<(&'static str, &str)> = HashSet::with_capacity(batch.len());
-        let indicators: Vec<(&'static str, &str)> = batch
-            .iter()
-            .map(|o| (o.indicator.kind.as_str(), o.indicator.value.as_str()))
-            .filter(|k| distinct.insert(*k))
-            .collect();
-        for chunk in indicators.chunks(IND_ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO indicators (kind, value, first_seen_at) ");
-            qb.push_values(chunk, |mut row, (kind, value)| {
-                row.push_bind(*kind).push_bind(*value).push_bind(now);
-            });
-            qb.push(" ON CONFLICT (kind, value) DO NOTHING");
-            qb.build().execute(&mut *tx).await?;
+        // Which observations this read has not written before: only those are compared with
+        // the catalog; a repeat is compared with its version earlier in this read (which is
+        // staged, not merged). `earlier` holds that version's content hash.
+        let mut first_time = Vec::with_capacity(batch.len());
+        let mut earlier = Vec::with_capacity(batch.len());
+        for (obs, prep) in batch.iter().zip(prepared.iter()) {
+            let key = read.key_hash(&obs.source_id, &obs.source_ref, obs.indicator.kind);
+            let previous = read.seen.insert(key, prep.hash);
+            first_time.push(previous.is_none());
+            earlier.push(previous);
         }
+
+        let mut conn = self.writer.acquire().await?;
+        let stored = if read.fresh_source && batch.iter().all(|o| o.source_id == read.source_id) {
+            vec![None; batch.len()]
+        } else {
+            lookup(&mut conn, batch, &first_time).await?
+        };
 
         let mut stats = WriteStats::default();
-        let rows: Vec<(&Observation, &Prepared)> = batch.iter().zip(prepared.iter()).collect();
-        for chunk in rows.chunks(OBS_ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(OBS_INSERT_HEAD);
-            qb.push_values(chunk, |mut row, (obs, prep)| {
-                row.push_bind(obs.source_id.as_str())
-                    .push_bind(obs.source_ref.as_str())
-                    .push_bind(obs.indicator.kind.as_str())
-                    .push_bind(obs.indicator.value.as_str())
-                    .push_bind(obs.event_ref.as_deref())
-                    .push_bind(obs.event_info.as_deref())
-                    .push_bind(prep.tags_json.as_str())
-                    .push_bind(obs.tlp.map(Tlp::as_str))
-                    .push_bind(obs.confidence.map(i64::from))
-                    .push_bind(obs.to_ids)
-                    .push_bind(obs.first_seen)
-                    .push_bind(obs.last_seen)
-                    .push_bind(obs.valid_until)
-                    .push_bind(obs.modified)
-                    .push_bind(obs.deleted)
-                    .push_bind(prep.hash)
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind(if obs.deleted { Some(now) } else { None })
-                    .push("0");
-            });
-            qb.push(OBS_UPSERT_TAIL);
-            let revisions: Vec<i64> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
-            let inserted = revisions.iter().filter(|r| **r == 0).count() as u64;
-            let updated = revisions.len() as u64 - inserted;
-            stats.inserted += inserted;
-            stats.updated += updated;
-            stats.unchanged += (chunk.len() as u64).saturating_sub(inserted + updated);
-        }
-        tx.commit().await?;
-
-        for obs in batch {
-            if obs.source_id == read.source_id {
-                let key = read
-                    .seen_key
-                    .hash_one((obs.source_ref.as_str(), obs.indicator.kind.as_str()));
-                read.seen.insert(key);
+        let mut to_stage: Vec<(&Observation, &Prepared)> = Vec::new();
+        for (((obs, prep), earlier), stored) in batch.iter().zip(prepared.iter()).zip(earlier.iter()).zip(stored.iter())
+        {
+            if let Some(earlier_hash) = earlier {
+                if *earlier_hash == prep.hash {
+                    stats.unchanged += 1;
+                } else {
+                    stats.updated += 1;
+                    to_stage.push((obs, prep));
+                }
+                continue;
             }
+            match stored {
+                None => {
+                    stats.inserted += 1;
+                    to_stage.push((obs, prep));
+                }
+                Some((hash, retired)) => {
+                    if *hash == prep.hash && (!retired || obs.deleted) {
+                        stats.unchanged += 1;
+                    } else {
+                        stats.updated += 1;
+                        to_stage.push((obs, prep));
+                    }
+                }
+            }
+        }
+
+        if !to_stage.is_empty() {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::query(CREATE_STAGING).execute(&mut *tx).await?;
+            for chunk in to_stage.chunks(STAGE_ROWS_PER_STATEMENT) {
+                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(STAGE_INSERT_HEAD);
+                qb.push_values(chunk, |mut row, (obs, prep)| {
+                    row.push_bind(read.read_id)
+                        .push_bind(obs.source_id.as_str())
+                        .push_bind(obs.source_ref.as_str())
+                        .push_bind(obs.indicator.kind.as_str())
+                        .push_bind(obs.indicator.value.as_str())
+                        .push_bind(obs.event_ref.as_deref())
+                        .push_bind(obs.event_info.as_deref())
+                        .push_bind(prep.tags_json.as_str())
+                        .push_bind(obs.tlp.map(Tlp::as_str))
+                        .push_bind(obs.confidence.map(i64::from))
+                        .push_bind(obs.to_ids)
+                        .push_bind(obs.first_seen)
+                        .push_bind(obs.last_seen)
+                        .push_bind(obs.valid_until)
+                        .push_bind(obs.modified)
+                        .push_bind(obs.deleted)
+                        .push_bind(prep.hash);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            read.staged += to_stage.len() as u64;
         }
         read.stats.add(stats);
         Ok(stats)
@@ -170,27 +234,47 @@ impl Store {
 
     /// Ends the read: on a complete, error-free read retires this source's observations the
     /// read did not see; records the outcome and cursor. Returns how many were retired.
+    ///
+    /// Everything happens in one transaction: the read's changes, its retirements and its
+    /// record appear together or not at all. A failed or incomplete read still applies what
+    /// it wrote (the source did say it); it only retires nothing and keeps the cursor.
     pub async fn finish_read(&self, read: SourceRead, outcome: &ReadOutcome) -> Result<u64> {
         let complete = outcome.complete && outcome.error.is_none();
-        let retired = if complete {
-            self.retire_unseen(&read).await?
-        } else {
-            0
-        };
-
         let now = unix_now();
         let sample: Vec<&String> = outcome.skipped.iter().take(SKIPPED_SAMPLE).collect();
         let sample_json = serde_json::to_string(&sample).map_err(|source| StoreError::Encode {
-            what: format!(
-                "skipped items of read {} of {}",
-                read.read_id, read.source_id
-            ),
+            what: format!("skipped items of read {} of {}", read.read_id, read.source_id),
             source,
         })?;
-        let mut tx = self.pool.begin().await?;
+
+        let mut tx = self.writer.begin().await?;
+        if read.staged > 0 {
+            sqlx::query(CREATE_STAGING).execute(&mut *tx).await?;
+            let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM temp.staged_observations WHERE read_id = ?")
+                .bind(read.read_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if found != to_i64(read.staged) {
+                return Err(StoreError::StagingLost {
+                    source_id: read.source_id.clone(),
+                    read_id: read.read_id,
+                    staged: read.staged,
+                    found: found.max(0) as u64,
+                });
+            }
+            sqlx::query(MERGE).bind(now).bind(read.read_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM temp.staged_observations WHERE read_id = ?")
+                .bind(read.read_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        let retired = if complete { retire_unseen(&mut tx, &read, now).await? } else { 0 };
+
         sqlx::query(
-            "UPDATE source_reads SET finished_at = ?, complete = ?, error = ?, items_read = ?, skipped = ?, \
-             skipped_sample = ?, inserted = ?, updated = ?, unchanged = ?, retired = ? WHERE id = ?",
+            "UPDATE source_reads SET finished_at = ?, complete = ?, error = ?, items_read = ?, \
+             skipped = ?, skipped_sample = ?, inserted = ?, updated = ?, unchanged = ?, \
+             retired = ? WHERE id = ?",
         )
         .bind(now)
         .bind(complete)
@@ -209,7 +293,8 @@ impl Store {
         if let (None, Some(cursor)) = (&outcome.error, &outcome.next_cursor) {
             sqlx::query(
                 "INSERT INTO source_cursors (source_id, cursor, updated_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (source_id) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                 ON CONFLICT (source_id) DO UPDATE SET cursor = excluded.cursor, \
+                 updated_at = excluded.updated_at",
             )
             .bind(&read.source_id)
             .bind(cursor)
@@ -224,57 +309,12 @@ impl Store {
         Ok(retired)
     }
 
-    /// Scans the source's keys (from the covering unique index, without touching the table)
-    /// and retires the active ones the read did not see.
-    async fn retire_unseen(&self, read: &SourceRead) -> Result<u64> {
-        let mut unseen: Vec<i64> = Vec::new();
-        {
-            let mut rows =
-                sqlx::query("SELECT id, source_ref, kind FROM observations WHERE source_id = ?")
-                    .bind(&read.source_id)
-                    .fetch(&self.pool);
-            while let Some(row) = rows.try_next().await? {
-                let id: i64 = row.try_get(0)?;
-                let source_ref: &str = row.try_get(1)?;
-                let kind: &str = row.try_get(2)?;
-                if !read
-                    .seen
-                    .contains(&read.seen_key.hash_one((source_ref, kind)))
-                {
-                    unseen.push(id);
-                }
-            }
-        }
-        if unseen.is_empty() {
-            return Ok(0);
-        }
-        let now = unix_now();
-        let mut retired = 0;
-        let mut tx = self.pool.begin().await?;
-        for chunk in unseen.chunks(RETIRE_IDS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("UPDATE observations SET retired_at = ");
-            qb.push_bind(now).push(", updated_at = ").push_bind(now);
-            qb.push(" WHERE retired_at IS NULL AND id IN (");
-            let mut ids = qb.separated(", ");
-            for id in chunk {
-                ids.push_bind(*id);
-            }
-            qb.push(")");
-            retired += qb.build().execute(&mut *tx).await?.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(retired)
-    }
-
     /// Where `source_id`'s last error-free read said to resume.
     pub async fn cursor(&self, source_id: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT cursor FROM source_cursors WHERE source_id = ?")
-                .bind(source_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT cursor FROM source_cursors WHERE source_id = ?")
+            .bind(source_id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Every indicator with at least one active observation, with those observations.
@@ -289,59 +329,21 @@ impl Store {
     /// Streams the catalog, one indicator at a time in [`Indicator`] order, without holding
     /// it all. Observations of an indicator come ordered by (source_id, source_ref).
     /// Returns how many indicators were passed to `f`.
-    pub async fn catalog_each<F>(&self, mut f: F) -> Result<u64>
+    pub async fn catalog_each<F>(&self, f: F) -> Result<u64>
     where
         F: FnMut(CatalogIndicator),
     {
-        // The per-kind queries below would silently skip a row of an unknown kind: refuse it
-        // up front instead (one pass over the partial index, which covers `kind`).
-        let known: Vec<String> = IndicatorKind::ALL
-            .iter()
-            .map(|k| format!("'{}'", k.as_str()))
-            .collect();
-        let unknown_sql = format!(
-            "SELECT kind FROM observations WHERE retired_at IS NULL AND kind NOT IN ({}) LIMIT 1",
-            known.join(", ")
-        );
-        if let Some(kind) = sqlx::query_scalar::<_, String>(&unknown_sql)
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            parse_kind("observations", &kind)?;
-        }
-        // One query per kind, in the model's kind order, each walking the partial index.
-        let sql = format!("SELECT {OBS_COLUMNS} FROM observations WHERE retired_at IS NULL AND kind = ? ORDER BY value");
-        let mut current: Option<CatalogIndicator> = None;
-        let mut emitted = 0u64;
-        for kind in IndicatorKind::ALL {
-            let mut rows = sqlx::query(&sql).bind(kind.as_str()).fetch(&self.pool);
-            while let Some(row) = rows.try_next().await? {
-                let obs = observation_from_row(&row)?;
-                match &mut current {
-                    Some(ci) if ci.indicator == obs.indicator => ci.observations.push(obs),
-                    _ => {
-                        if let Some(done) = current.take() {
-                            f(finish_group(done));
-                            emitted += 1;
-                        }
-                        current = Some(CatalogIndicator {
-                            indicator: obs.indicator.clone(),
-                            observations: vec![obs],
-                        });
-                    }
-                }
-            }
-        }
-        if let Some(done) = current.take() {
-            f(finish_group(done));
-            emitted += 1;
-        }
-        Ok(emitted)
+        let sql =
+            format!("SELECT {OBS_COLUMNS} FROM observations WHERE retired_at IS NULL ORDER BY {}, value", kind_order());
+        let rows = sqlx::query(&sql).fetch(&self.pool);
+        group_rows(rows, usize::MAX, f).await
     }
 
     /// Indicators with an active observation, of `kind` if given, whose value contains `text`
-    /// if given (ASCII case-insensitive), at most `limit`, in [`Indicator`] order. With more
-    /// matches than `limit`, which ones are returned follows the kinds' names.
+    /// if given (ASCII case-insensitive), at most `limit`, in [`Indicator`] order.
+    ///
+    /// One pass over the observations (there is no value index, see the schema), sorted by
+    /// SQLite; meant for people searching, not for bulk reads.
     pub async fn search_indicators(
         &self,
         kind: Option<IndicatorKind>,
@@ -352,40 +354,15 @@ impl Store {
             return Ok(Vec::new());
         }
         let pattern = text.map(|t| format!("%{}%", escape_like(t)));
-        let keys: Vec<(String, String)> = sqlx::query_as(
-            "SELECT DISTINCT kind, value FROM observations WHERE retired_at IS NULL \
-             AND (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR value LIKE ?2 ESCAPE '\\') \
-             ORDER BY kind, value LIMIT ?3",
-        )
-        .bind(kind.map(IndicatorKind::as_str))
-        .bind(pattern.as_deref())
-        .bind(to_i64(limit as u64))
-        .fetch_all(&self.pool)
-        .await?;
         let sql = format!(
-            "SELECT {OBS_COLUMNS} FROM observations WHERE retired_at IS NULL AND kind = ? AND value = ? \
-             ORDER BY source_id, source_ref"
+            "SELECT {OBS_COLUMNS} FROM observations WHERE retired_at IS NULL \
+             AND (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR value LIKE ?2 ESCAPE '\\') \
+             ORDER BY {}, value",
+            kind_order()
         );
-        let mut out = Vec::with_capacity(keys.len());
-        for (kind, value) in keys {
-            let rows = sqlx::query(&sql)
-                .bind(&kind)
-                .bind(&value)
-                .fetch_all(&self.pool)
-                .await?;
-            let observations = rows
-                .iter()
-                .map(observation_from_row)
-                .collect::<Result<Vec<_>>>()?;
-            let Some(first) = observations.first() else {
-                continue;
-            };
-            out.push(CatalogIndicator {
-                indicator: first.indicator.clone(),
-                observations,
-            });
-        }
-        out.sort_by(|a, b| a.indicator.cmp(&b.indicator));
+        let rows = sqlx::query(&sql).bind(kind.map(IndicatorKind::as_str)).bind(pattern.as_deref()).fetch(&self.pool);
+        let mut out = Vec::new();
+        group_rows(rows, limit, |ci| out.push(ci)).await?;
         Ok(out)
     }
 
@@ -397,8 +374,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut sources: std::collections::BTreeMap<String, SourceStatus> =
-            std::collections::BTreeMap::new();
+        let mut sources: std::collections::BTreeMap<String, SourceStatus> = std::collections::BTreeMap::new();
         for (source_id, active, retired) in counts {
             let mut status = empty_status(&source_id);
             status.active_observations = count("observations", "active count", active)?;
@@ -406,9 +382,7 @@ impl Store {
             sources.insert(source_id, status);
         }
         let read_sources: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT source_id FROM source_reads")
-                .fetch_all(&self.pool)
-                .await?;
+            sqlx::query_scalar("SELECT DISTINCT source_id FROM source_reads").fetch_all(&self.pool).await?;
         for source_id in read_sources {
             let last: Option<(i64, Option<String>, i64, i64)> = sqlx::query_as(
                 "SELECT finished_at, error, items_read, skipped FROM source_reads \
@@ -417,15 +391,12 @@ impl Store {
             .bind(&source_id)
             .fetch_optional(&self.pool)
             .await?;
-            let last_complete: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(finished_at) FROM source_reads WHERE source_id = ? AND complete",
-            )
-            .bind(&source_id)
-            .fetch_one(&self.pool)
-            .await?;
-            let status = sources
-                .entry(source_id.clone())
-                .or_insert_with(|| empty_status(&source_id));
+            let last_complete: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(finished_at) FROM source_reads WHERE source_id = ? AND complete")
+                    .bind(&source_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+            let status = sources.entry(source_id.clone()).or_insert_with(|| empty_status(&source_id));
             if let Some((finished_at, error, items_read, skipped)) = last {
                 status.last_read_at = Some(finished_at);
                 status.last_error = error;
@@ -436,6 +407,130 @@ impl Store {
         }
         Ok(sources.into_values().collect())
     }
+}
+
+/// The stored hash and retired flag of each batch observation this read writes for the
+/// first time (`None`: not in the catalog), aligned with `batch`; one indexed statement per
+/// source and chunk.
+async fn lookup(
+    conn: &mut sqlx::SqliteConnection,
+    batch: &[Observation],
+    first_time: &[bool],
+) -> Result<Vec<Option<Stored>>> {
+    let mut by_source: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut position: HashMap<(&str, &str, &'static str), usize> = HashMap::new();
+    for (i, (obs, first)) in batch.iter().zip(first_time).enumerate() {
+        if *first {
+            by_source.entry(obs.source_id.as_str()).or_default().push(obs.source_ref.as_str());
+            position.insert((obs.source_id.as_str(), obs.source_ref.as_str(), obs.indicator.kind.as_str()), i);
+        }
+    }
+    let mut stored = vec![None; batch.len()];
+    for (source_id, mut refs) in by_source {
+        refs.sort_unstable();
+        refs.dedup();
+        for chunk in refs.chunks(LOOKUP_REFS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT source_ref, kind, content_hash, retired_at IS NOT NULL FROM observations \
+                 WHERE source_id = ",
+            );
+            qb.push_bind(source_id).push(" AND source_ref IN (");
+            let mut list = qb.separated(", ");
+            for r in chunk {
+                list.push_bind(*r);
+            }
+            qb.push(")");
+            let mut rows = qb.build().fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await? {
+                let source_ref: &str = row.try_get(0)?;
+                let kind = parse_kind("observations", row.try_get::<&str, _>(1)?)?.as_str();
+                let hash: i64 = row.try_get(2)?;
+                let retired: bool = row.try_get(3)?;
+                if let Some(slot) = position.get(&(source_id, source_ref, kind)).and_then(|i| stored.get_mut(*i)) {
+                    *slot = Some((hash, retired));
+                }
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// Scans the source's keys (from the covering unique index, without touching the table)
+/// and retires the active ones the read did not see.
+async fn retire_unseen(tx: &mut sqlx::Transaction<'_, Sqlite>, read: &SourceRead, now: i64) -> Result<u64> {
+    let mut unseen: Vec<i64> = Vec::new();
+    {
+        let mut rows = sqlx::query("SELECT id, source_ref, kind FROM observations WHERE source_id = ?")
+            .bind(&read.source_id)
+            .fetch(&mut **tx);
+        while let Some(row) = rows.try_next().await? {
+            let id: i64 = row.try_get(0)?;
+            let source_ref: &str = row.try_get(1)?;
+            let kind = parse_kind("observations", row.try_get::<&str, _>(2)?)?;
+            if !read.seen.contains_key(&read.key_hash(&read.source_id, source_ref, kind)) {
+                unseen.push(id);
+            }
+        }
+    }
+    let mut retired = 0;
+    for chunk in unseen.chunks(RETIRE_IDS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE observations SET retired_at = ");
+        qb.push_bind(now).push(", updated_at = ").push_bind(now);
+        qb.push(" WHERE retired_at IS NULL AND id IN (");
+        let mut ids = qb.separated(", ");
+        for id in chunk {
+            ids.push_bind(*id);
+        }
+        qb.push(")");
+        retired += qb.build().execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(retired)
+}
+
+/// The model's kind order as an SQL sort key, so listings match [`Indicator`]'s `Ord`
+/// (an unknown kind sorts last and is reported as corrupt when read).
+fn kind_order() -> String {
+    let mut sql = String::from("CASE kind");
+    for (i, kind) in IndicatorKind::ALL.iter().enumerate() {
+        sql.push_str(&format!(" WHEN '{}' THEN {i}", kind.as_str()));
+    }
+    sql.push_str(" ELSE 99 END");
+    sql
+}
+
+/// Groups rows ordered by indicator into catalog entries as they stream, passing at most
+/// `limit` of them to `f`; returns how many were passed.
+async fn group_rows<F>(
+    mut rows: futures::stream::BoxStream<'_, std::result::Result<SqliteRow, sqlx::Error>>,
+    limit: usize,
+    mut f: F,
+) -> Result<u64>
+where
+    F: FnMut(CatalogIndicator),
+{
+    let mut current: Option<CatalogIndicator> = None;
+    let mut emitted = 0u64;
+    while let Some(row) = rows.try_next().await? {
+        let obs = observation_from_row(&row)?;
+        match &mut current {
+            Some(ci) if ci.indicator == obs.indicator => ci.observations.push(obs),
+            _ => {
+                if let Some(done) = current.take() {
+                    f(finish_group(done));
+                    emitted += 1;
+                    if emitted as usize >= limit {
+                        return Ok(emitted);
+                    }
+                }
+                current = Some(CatalogIndicator { indicator: obs.indicator.clone(), observations: vec![obs] });
+            }
+        }
+    }
+    if let Some(done) = current.take() {
+        f(finish_group(done));
+        emitted += 1;
+    }
+    Ok(emitted)
 }
 
 fn empty_status(source_id: &str) -> SourceStatus {
@@ -455,8 +550,7 @@ fn empty_status(source_id: &str) -> SourceStatus {
 /// index with the source columns on every write.
 fn finish_group(mut ci: CatalogIndicator) -> CatalogIndicator {
     if ci.observations.len() > 1 {
-        ci.observations
-            .sort_by(|a, b| (&a.source_id, &a.source_ref).cmp(&(&b.source_id, &b.source_ref)));
+        ci.observations.sort_by(|a, b| (&a.source_id, &a.source_ref).cmp(&(&b.source_id, &b.source_ref)));
     }
     ci
 }
@@ -474,26 +568,14 @@ fn escape_like(text: &str) -> String {
 }
 
 pub(crate) fn parse_kind(table: &'static str, s: &str) -> Result<IndicatorKind> {
-    s.parse().map_err(|e| StoreError::Corrupt {
-        table,
-        reason: format!("{e}"),
-    })
+    s.parse().map_err(|e| StoreError::Corrupt { table, reason: format!("{e}") })
 }
 
 fn parse_tlp(s: &str) -> Result<Tlp> {
-    [
-        Tlp::Clear,
-        Tlp::Green,
-        Tlp::Amber,
-        Tlp::AmberStrict,
-        Tlp::Red,
-    ]
-    .into_iter()
-    .find(|t| t.as_str() == s)
-    .ok_or_else(|| StoreError::Corrupt {
-        table: "observations",
-        reason: format!("unknown TLP {s:?}"),
-    })
+    [Tlp::Clear, Tlp::Green, Tlp::Amber, Tlp::AmberStrict, Tlp::Red]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| StoreError::Corrupt { table: "observations", reason: format!("unknown TLP {s:?}") })
 }
 
 /// Reads the columns of [`OBS_COLUMNS`], in that order.
@@ -505,9 +587,7 @@ fn observation_from_row(row: &SqliteRow) -> Result<Observation> {
     let tags_json: &str = row.try_get(6)?;
     let tags: Vec<String> = serde_json::from_str(tags_json).map_err(|e| StoreError::Corrupt {
         table: "observations",
-        reason: format!(
-            "tags of {source_id} observation {source_ref} are not a JSON string list: {e}"
-        ),
+        reason: format!("tags of {source_id} observation {source_ref} are not a JSON string list: {e}"),
     })?;
     let tlp = match row.try_get::<Option<&str>, _>(7)? {
         Some(s) => Some(parse_tlp(s)?),
@@ -516,9 +596,7 @@ fn observation_from_row(row: &SqliteRow) -> Result<Observation> {
     let confidence = match row.try_get::<Option<i64>, _>(8)? {
         Some(c) => Some(u8::try_from(c).map_err(|_| StoreError::Corrupt {
             table: "observations",
-            reason: format!(
-                "confidence {c} of {source_id} observation {source_ref} is not 0..=255"
-            ),
+            reason: format!("confidence {c} of {source_id} observation {source_ref} is not 0..=255"),
         })?),
         None => None,
     };
@@ -552,10 +630,7 @@ mod tests {
             source_ref: source_ref.into(),
             event_ref: Some("5f1c0c1e-0000-4000-8000-000000000001".into()),
             event_info: Some("Phishing wave \"Q3\" – ünïcode".into()),
-            tags: vec![
-                "tlp:amber".into(),
-                "misp-galaxy:threat-actor=\"APT 0\"".into(),
-            ],
+            tags: vec!["tlp:amber".into(), "misp-galaxy:threat-actor=\"APT 0\"".into()],
             tlp: Some(Tlp::AmberStrict),
             confidence: Some(75),
             to_ids: false,
@@ -579,10 +654,7 @@ mod tests {
     }
 
     fn complete() -> ReadOutcome {
-        ReadOutcome {
-            complete: true,
-            ..ReadOutcome::default()
-        }
+        ReadOutcome { complete: true, ..ReadOutcome::default() }
     }
 
     #[tokio::test]
@@ -594,14 +666,7 @@ mod tests {
         b.confidence = Some(0);
         b.tlp = Some(Tlp::Clear);
         let stats = write(&store, &mut read, &[a.clone(), b.clone()]).await;
-        assert_eq!(
-            stats,
-            WriteStats {
-                inserted: 2,
-                updated: 0,
-                unchanged: 0
-            }
-        );
+        assert_eq!(stats, WriteStats { inserted: 2, updated: 0, unchanged: 0 });
         store.finish_read(read, &complete()).await.unwrap();
 
         let catalog = store.catalog().await.unwrap();
@@ -615,69 +680,31 @@ mod tests {
     #[tokio::test]
     async fn rewriting_an_identical_batch_changes_nothing_and_a_change_is_one_update() {
         let (_dir, store) = temp_store().await;
-        let batch: Vec<Observation> = (0..10)
-            .map(|i| full_obs(&format!("ref-{i}"), &format!("d{i}.example")))
-            .collect();
+        let batch: Vec<Observation> =
+            (0..10).map(|i| full_obs(&format!("ref-{i}"), &format!("d{i}.example"))).collect();
         let mut read = store.begin_read("misp").await.unwrap();
         assert_eq!(write(&store, &mut read, &batch).await.inserted, 10);
         let again = write(&store, &mut read, &batch).await;
-        assert_eq!(
-            again,
-            WriteStats {
-                inserted: 0,
-                updated: 0,
-                unchanged: 10
-            }
-        );
+        assert_eq!(again, WriteStats { inserted: 0, updated: 0, unchanged: 10 });
 
         let mut changed = batch.clone();
         changed[3].tags.push("new-tag".into());
         let stats = write(&store, &mut read, &changed).await;
-        assert_eq!(
-            stats,
-            WriteStats {
-                inserted: 0,
-                updated: 1,
-                unchanged: 9
-            }
-        );
-        assert_eq!(
-            read.stats,
-            WriteStats {
-                inserted: 10,
-                updated: 1,
-                unchanged: 19
-            }
-        );
+        assert_eq!(stats, WriteStats { inserted: 0, updated: 1, unchanged: 9 });
+        assert_eq!(read.stats, WriteStats { inserted: 10, updated: 1, unchanged: 19 });
         store.finish_read(read, &complete()).await.unwrap();
 
-        let found = store
-            .search_indicators(None, Some("d3.example"), 10)
-            .await
-            .unwrap();
+        let found = store.search_indicators(None, Some("d3.example"), 10).await.unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!(
-            found[0].observations[0].tags.last().map(String::as_str),
-            Some("new-tag")
-        );
+        assert_eq!(found[0].observations[0].tags.last().map(String::as_str), Some("new-tag"));
     }
 
     #[tokio::test]
     async fn an_edited_value_moves_the_observation_to_another_indicator() {
         let (_dir, store) = temp_store().await;
         let mut read = store.begin_read("misp").await.unwrap();
-        write(
-            &store,
-            &mut read,
-            &[bare("u1", IndicatorKind::Domain, "old.example")],
-        )
-        .await;
-        let stats = write(
-            &store,
-            &mut read,
-            &[bare("u1", IndicatorKind::Domain, "new.example")],
-        )
-        .await;
+        write(&store, &mut read, &[bare("u1", IndicatorKind::Domain, "old.example")]).await;
+        let stats = write(&store, &mut read, &[bare("u1", IndicatorKind::Domain, "new.example")]).await;
         assert_eq!(stats.updated, 1);
         store.finish_read(read, &complete()).await.unwrap();
         let catalog = store.catalog().await.unwrap();
@@ -703,21 +730,12 @@ mod tests {
         assert_eq!(store.finish_read(read, &complete()).await.unwrap(), 1);
         let catalog = store.catalog().await.unwrap();
         assert_eq!(catalog.len(), 2);
-        assert!(catalog
-            .iter()
-            .all(|c| c.indicator.kind == IndicatorKind::Domain));
+        assert!(catalog.iter().all(|c| c.indicator.kind == IndicatorKind::Domain));
 
         // It comes back unchanged: revived, counted as an update.
         let mut read = store.begin_read("misp").await.unwrap();
         let stats = write(&store, &mut read, &all).await;
-        assert_eq!(
-            stats,
-            WriteStats {
-                inserted: 0,
-                updated: 1,
-                unchanged: 2
-            }
-        );
+        assert_eq!(stats, WriteStats { inserted: 0, updated: 1, unchanged: 2 });
         assert_eq!(store.finish_read(read, &complete()).await.unwrap(), 0);
         assert_eq!(store.catalog().await.unwrap().len(), 3);
 
@@ -735,20 +753,13 @@ mod tests {
         write(
             &store,
             &mut read,
-            &[
-                bare("u1", IndicatorKind::Domain, "a.example"),
-                bare("u2", IndicatorKind::Domain, "b.example"),
-            ],
+            &[bare("u1", IndicatorKind::Domain, "a.example"), bare("u2", IndicatorKind::Domain, "b.example")],
         )
         .await;
         store.finish_read(read, &complete()).await.unwrap();
 
         let read = store.begin_read("misp").await.unwrap();
-        let incomplete = ReadOutcome {
-            complete: false,
-            items_read: 0,
-            ..ReadOutcome::default()
-        };
+        let incomplete = ReadOutcome { complete: false, items_read: 0, ..ReadOutcome::default() };
         assert_eq!(store.finish_read(read, &incomplete).await.unwrap(), 0);
 
         let read = store.begin_read("misp").await.unwrap();
@@ -771,18 +782,9 @@ mod tests {
     async fn a_complete_read_of_one_source_leaves_other_sources_alone() {
         let (_dir, store) = temp_store().await;
         let mut read = store.begin_read("misp").await.unwrap();
-        write(
-            &store,
-            &mut read,
-            &[bare("u1", IndicatorKind::Domain, "a.example")],
-        )
-        .await;
+        write(&store, &mut read, &[bare("u1", IndicatorKind::Domain, "a.example")]).await;
         store.finish_read(read, &complete()).await.unwrap();
-        let mut feed = Observation::new(
-            Indicator::from_canonical(IndicatorKind::Domain, "a.example"),
-            "feed",
-            "f:1",
-        );
+        let mut feed = Observation::new(Indicator::from_canonical(IndicatorKind::Domain, "a.example"), "feed", "f:1");
         feed.confidence = Some(10);
         let mut read = store.begin_read("feed").await.unwrap();
         write(&store, &mut read, &[feed]).await;
@@ -796,31 +798,67 @@ mod tests {
         assert_eq!(catalog[0].observations[0].source_id, "misp");
     }
 
+    /// One read of `batch`, finished as complete; returns its stats.
+    async fn read_once(store: &Store, batch: &[Observation]) -> WriteStats {
+        let mut read = store.begin_read("misp").await.unwrap();
+        let stats = write(store, &mut read, batch).await;
+        store.finish_read(read, &complete()).await.unwrap();
+        stats
+    }
+
     #[tokio::test]
     async fn the_deleted_flag_retires_and_clearing_it_revives() {
         let (_dir, store) = temp_store().await;
-        let mut read = store.begin_read("misp").await.unwrap();
         let mut o = bare("u1", IndicatorKind::Domain, "a.example");
-        write(&store, &mut read, &[o.clone()]).await;
+        read_once(&store, &[o.clone()]).await;
         o.deleted = true;
-        assert_eq!(write(&store, &mut read, &[o.clone()]).await.updated, 1);
-        assert!(store.catalog().await.unwrap().is_empty());
-        // Deleted again: nothing to write.
-        assert_eq!(write(&store, &mut read, &[o.clone()]).await.unchanged, 1);
-        // A new item arriving already deleted is stored retired.
         let mut gone = bare("u2", IndicatorKind::Domain, "b.example");
         gone.deleted = true;
-        assert_eq!(write(&store, &mut read, &[gone]).await.inserted, 1);
+        // A known item withdrawn, and a new item arriving already withdrawn (stored retired).
+        let stats = read_once(&store, &[o.clone(), gone.clone()]).await;
+        assert_eq!(stats, WriteStats { inserted: 1, updated: 1, unchanged: 0 });
         assert!(store.catalog().await.unwrap().is_empty());
+        // Withdrawn again: nothing to write.
+        let stats = read_once(&store, &[o.clone(), gone]).await;
+        assert_eq!(stats.unchanged, 2);
         o.deleted = false;
-        assert_eq!(write(&store, &mut read, &[o]).await.updated, 1);
-        store.finish_read(read, &complete()).await.unwrap();
+        assert_eq!(read_once(&store, &[o]).await.updated, 1);
         assert_eq!(store.catalog().await.unwrap().len(), 1);
         let status = &store.source_statuses().await.unwrap()[0];
+        assert_eq!((status.active_observations, status.retired_observations), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_read_applies_its_changes_when_it_finishes_and_an_abandoned_one_never() {
+        let (_dir, store) = temp_store().await;
+        let mut read = store.begin_read("misp").await.unwrap();
+        write(&store, &mut read, &[bare("u1", IndicatorKind::Domain, "a.example")]).await;
+        assert!(store.catalog().await.unwrap().is_empty());
+        drop(read);
+        // The next read of the source discards what the abandoned one staged.
+        let mut read = store.begin_read("misp").await.unwrap();
+        write(&store, &mut read, &[bare("u2", IndicatorKind::Domain, "b.example")]).await;
+        store.finish_read(read, &ReadOutcome::default()).await.unwrap();
+        let catalog = store.catalog().await.unwrap();
+        assert_eq!(catalog.len(), 1);
+        assert_eq!(catalog[0].indicator.value, "b.example");
+    }
+
+    #[tokio::test]
+    async fn a_key_repeated_in_one_read_ends_with_its_last_version() {
+        let (_dir, store) = temp_store().await;
+        let mut read = store.begin_read("misp").await.unwrap();
+        let mut o = full_obs("u1", "a.example");
         assert_eq!(
-            (status.active_observations, status.retired_observations),
-            (1, 1)
+            write(&store, &mut read, &[o.clone(), o.clone()]).await,
+            WriteStats { inserted: 1, updated: 0, unchanged: 1 }
         );
+        o.confidence = Some(5);
+        assert_eq!(write(&store, &mut read, &[o.clone()]).await.updated, 1);
+        store.finish_read(read, &complete()).await.unwrap();
+        let catalog = store.catalog().await.unwrap();
+        assert_eq!(catalog[0].observations, vec![o.clone()]);
+        assert_eq!(read_once(&store, &[o]).await.unchanged, 1);
     }
 
     #[tokio::test]
@@ -828,25 +866,13 @@ mod tests {
         let (_dir, store) = temp_store().await;
         assert_eq!(store.cursor("misp").await.unwrap(), None);
         let read = store.begin_read("misp").await.unwrap();
-        let outcome = ReadOutcome {
-            next_cursor: Some("1700000000".into()),
-            ..ReadOutcome::default()
-        };
+        let outcome = ReadOutcome { next_cursor: Some("1700000000".into()), ..ReadOutcome::default() };
         store.finish_read(read, &outcome).await.unwrap();
-        assert_eq!(
-            store.cursor("misp").await.unwrap().as_deref(),
-            Some("1700000000")
-        );
+        assert_eq!(store.cursor("misp").await.unwrap().as_deref(), Some("1700000000"));
         let read = store.begin_read("misp").await.unwrap();
-        let outcome = ReadOutcome {
-            next_cursor: Some("1700000500".into()),
-            ..ReadOutcome::default()
-        };
+        let outcome = ReadOutcome { next_cursor: Some("1700000500".into()), ..ReadOutcome::default() };
         store.finish_read(read, &outcome).await.unwrap();
-        assert_eq!(
-            store.cursor("misp").await.unwrap().as_deref(),
-            Some("1700000500")
-        );
+        assert_eq!(store.cursor("misp").await.unwrap().as_deref(), Some("1700000500"));
         assert_eq!(store.cursor("other").await.unwrap(), None);
     }
 
@@ -870,16 +896,9 @@ mod tests {
     #[tokio::test]
     async fn batches_larger_than_one_statement_are_chunked() {
         let (_dir, store) = temp_store().await;
-        let n = OBS_ROWS_PER_STATEMENT * 2 + 17;
-        let batch: Vec<Observation> = (0..n)
-            .map(|i| {
-                bare(
-                    &format!("r{i}"),
-                    IndicatorKind::Domain,
-                    &format!("h{}.example", i % 1000),
-                )
-            })
-            .collect();
+        let n = STAGE_ROWS_PER_STATEMENT * 2 + 17;
+        let batch: Vec<Observation> =
+            (0..n).map(|i| bare(&format!("r{i}"), IndicatorKind::Domain, &format!("h{}.example", i % 1000))).collect();
         let mut read = store.begin_read("misp").await.unwrap();
         assert_eq!(write(&store, &mut read, &batch).await.inserted, n as u64);
         assert_eq!(write(&store, &mut read, &batch).await.unchanged, n as u64);
@@ -911,61 +930,29 @@ mod tests {
             ],
         )
         .await;
-        let by_kind = store
-            .search_indicators(Some(IndicatorKind::Url), None, 10)
-            .await
-            .unwrap();
+        store.finish_read(read, &complete()).await.unwrap();
+        let by_kind = store.search_indicators(Some(IndicatorKind::Url), None, 10).await.unwrap();
         assert_eq!(by_kind.len(), 2);
-        let underscore = store
-            .search_indicators(None, Some("a_b"), 10)
-            .await
-            .unwrap();
+        let underscore = store.search_indicators(None, Some("a_b"), 10).await.unwrap();
         assert_eq!(underscore.len(), 1);
         assert_eq!(underscore[0].indicator.value, "http://evil.example/a_b");
-        assert_eq!(
-            store
-                .search_indicators(None, Some("evil"), 2)
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
-        assert!(store
-            .search_indicators(None, None, 0)
-            .await
-            .unwrap()
-            .is_empty());
+        assert_eq!(store.search_indicators(None, Some("evil"), 2).await.unwrap().len(), 2);
+        assert!(store.search_indicators(None, None, 0).await.unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn a_corrupt_row_is_an_error_not_a_panic() {
         let (_dir, store) = temp_store().await;
         let mut read = store.begin_read("misp").await.unwrap();
-        write(
-            &store,
-            &mut read,
-            &[bare("1", IndicatorKind::Domain, "a.example")],
-        )
-        .await;
-        sqlx::query("UPDATE observations SET tags = 'not json'")
-            .execute(&store.pool)
-            .await
-            .unwrap();
+        write(&store, &mut read, &[bare("1", IndicatorKind::Domain, "a.example")]).await;
+        store.finish_read(read, &complete()).await.unwrap();
+        sqlx::query("UPDATE observations SET tags = 'not json'").execute(&store.pool).await.unwrap();
         match store.catalog().await {
-            Err(StoreError::Corrupt {
-                table: "observations",
-                reason,
-            }) => assert!(reason.contains("tags"), "{reason}"),
+            Err(StoreError::Corrupt { table: "observations", reason }) => assert!(reason.contains("tags"), "{reason}"),
             other => panic!("expected a corrupt-row error, got {other:?}"),
         }
-        sqlx::query("UPDATE observations SET tags = '[]', kind = 'sha-1'")
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        assert!(matches!(
-            store.catalog().await,
-            Err(StoreError::Corrupt { .. })
-        ));
+        sqlx::query("UPDATE observations SET tags = '[]', kind = 'sha-1'").execute(&store.pool).await.unwrap();
+        assert!(matches!(store.catalog().await, Err(StoreError::Corrupt { .. })));
     }
 
     #[tokio::test]
@@ -974,12 +961,7 @@ mod tests {
         let path = dir.path().join("t.db");
         let store = Store::open_sqlite(&path).await.unwrap();
         let mut read = store.begin_read("misp").await.unwrap();
-        write(
-            &store,
-            &mut read,
-            &[bare("1", IndicatorKind::Domain, "a.example")],
-        )
-        .await;
+        write(&store, &mut read, &[bare("1", IndicatorKind::Domain, "a.example")]).await;
         store.finish_read(read, &complete()).await.unwrap();
         store.close().await;
         let store = Store::open_sqlite(&path).await.unwrap();

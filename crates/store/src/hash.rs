@@ -119,11 +119,7 @@ mod tests {
     use tibridge_core::{Indicator, IndicatorKind, Tlp};
 
     fn obs() -> Observation {
-        let mut o = Observation::new(
-            Indicator::from_canonical(IndicatorKind::Domain, "example.org"),
-            "misp",
-            "u-1",
-        );
+        let mut o = Observation::new(Indicator::from_canonical(IndicatorKind::Domain, "example.org"), "misp", "u-1");
         o.tlp = Some(Tlp::Green);
         o.confidence = Some(80);
         o
@@ -189,10 +185,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         seen.insert(h0);
         for (o, tags) in &variants {
-            assert!(
-                seen.insert(content_hash(o, tags)),
-                "collision for {o:?} {tags}"
-            );
+            assert!(seen.insert(content_hash(o, tags)), "collision for {o:?} {tags}");
         }
     }
 

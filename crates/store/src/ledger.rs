@@ -43,11 +43,10 @@ impl Store {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for chunk in entries.chunks(LEDGER_ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO ledger (sink_id, kind, value, remote_id, added_at, expires_at) ",
-            );
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO ledger (sink_id, kind, value, remote_id, added_at, expires_at) ");
             qb.push_values(chunk, |mut row, e| {
                 row.push_bind(sink_id)
                     .push_bind(e.indicator.kind.as_str())
@@ -72,7 +71,7 @@ impl Store {
         if indicators.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for ind in indicators {
             sqlx::query("DELETE FROM ledger WHERE sink_id = ? AND kind = ? AND value = ?")
                 .bind(sink_id)
@@ -105,29 +104,17 @@ mod tests {
         let (_dir, store) = temp_store().await;
         let a = entry(IndicatorKind::Sha256, &"a".repeat(64), Some("rule-17"));
         let b = entry(IndicatorKind::Domain, "evil.example", None);
-        store
-            .ledger_add("dsm", &[a.clone(), b.clone()])
-            .await
-            .unwrap();
+        store.ledger_add("dsm", &[a.clone(), b.clone()]).await.unwrap();
         store.ledger_add("apex", &[b.clone()]).await.unwrap();
-        assert_eq!(
-            store.ledger("dsm").await.unwrap(),
-            vec![a.clone(), b.clone()]
-        );
+        assert_eq!(store.ledger("dsm").await.unwrap(), vec![a.clone(), b.clone()]);
 
         let mut a2 = a.clone();
         a2.remote_id = Some("rule-18".into());
         a2.expires_at = None;
         store.ledger_add("dsm", &[a2.clone()]).await.unwrap();
-        assert_eq!(
-            store.ledger("dsm").await.unwrap(),
-            vec![a2.clone(), b.clone()]
-        );
+        assert_eq!(store.ledger("dsm").await.unwrap(), vec![a2.clone(), b.clone()]);
 
-        store
-            .ledger_remove("dsm", &[b.indicator.clone(), b.indicator.clone()])
-            .await
-            .unwrap();
+        store.ledger_remove("dsm", &[b.indicator.clone(), b.indicator.clone()]).await.unwrap();
         assert_eq!(store.ledger("dsm").await.unwrap(), vec![a2]);
         assert_eq!(store.ledger("apex").await.unwrap(), vec![b]);
         assert!(store.ledger("none").await.unwrap().is_empty());

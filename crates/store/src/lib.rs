@@ -28,8 +28,8 @@
 //!   data write no page at all, and `RETURNING revision` (0 on insert) counts inserts and
 //!   updates without a separate lookup;
 //! - retirement after a complete read needs no per-row "seen" write: the read keeps the
-//!   64-bit keyed hashes of the keys it saw in memory (8 bytes a key plus the set's
-//!   overhead, about 16 MB for a million), and at the end scans the source's keys from the
+//!   64-bit keyed hashes of the keys it saw in memory, each with its content hash (16 bytes
+//!   a key plus the map's overhead, about 20 MB for a million), and at the end scans the source's keys from the
 //!   covering unique index. A hash collision can only make an unseen key look seen, so the
 //!   failure mode is "not retired this time", never "wrongly retired".
 
@@ -39,13 +39,11 @@ pub mod hash;
 mod ledger;
 mod runs;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tibridge_core::{Indicator, Observation};
 
 pub use cache::CachedEnrichment;
@@ -57,14 +55,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// one statement; multi-row statements are chunked to stay under it.
 const MAX_BIND_PARAMS: usize = 32766;
 
-/// Page cache per connection, in KiB (negative `cache_size` means KiB in SQLite). Large
-/// enough to hold the hot parts of the key indexes during a million-row ingest, small enough
-/// that the pool's connections stay well inside the 300 MB ingest memory goal.
-const CACHE_KIB: i64 = 64 * 1024;
+/// Page cache of each reader connection, in KiB (negative `cache_size` means KiB in SQLite).
+const CACHE_KIB: i64 = 16 * 1024;
 
-/// At most this many connections: SQLite serializes writers anyway; a few readers can run
-/// beside the writer under WAL.
-const MAX_CONNECTIONS: u32 = 4;
+/// Page cache of the writer connection, in KiB: large enough to keep the key indexes of a
+/// million-observation catalog hot during an ingest, bounded so the whole ingest stays
+/// inside its 300 MB memory goal.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// Reader connections: a few reads (status, catalog, search) can run beside the writer.
+const MAX_READERS: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,15 +75,14 @@ pub enum StoreError {
     #[error("corrupt row in {table}: {reason}")]
     Corrupt { table: &'static str, reason: String },
     #[error("cannot create the directory {path} for the database: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error(
+        "read {read_id} of source {source_id} staged {staged} observations but {found} are left \
+         (the database connection was replaced mid-read); nothing of the read was applied, read the source again"
+    )]
+    StagingLost { source_id: String, read_id: i64, staged: u64, found: u64 },
     #[error("cannot encode {what} for the store: {source}")]
-    Encode {
-        what: String,
-        source: serde_json::Error,
-    },
+    Encode { what: String, source: serde_json::Error },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -123,13 +122,24 @@ pub struct SourceRead {
     pub source_id: String,
     pub read_id: i64,
     pub stats: WriteStats,
-    /// Keyed hashes of the observation keys written during this read (see the crate docs).
-    seen: HashSet<u64>,
+    /// Keyed hash of each observation key written during this read (see the crate docs),
+    /// with the content hash it was last written with.
+    seen: HashMap<u64, i64>,
     /// Per-read random key for `seen`, so no input can be crafted to collide on purpose.
     seen_key: std::collections::hash_map::RandomState,
+    /// The source had no stored observation when the read began: every key this read
+    /// writes for the first time is new, so batches skip the catalog lookup.
+    fresh_source: bool,
+    /// Rows this read put in the staging table, checked before the merge.
+    staged: u64,
 }
 
 impl SourceRead {
+    fn key_hash(&self, source_id: &str, source_ref: &str, kind: tibridge_core::IndicatorKind) -> u64 {
+        use std::hash::BuildHasher;
+        self.seen_key.hash_one((source_id, source_ref, kind.as_str()))
+    }
+
     /// How many distinct observation keys this read has written so far.
     pub fn seen_keys(&self) -> usize {
         self.seen.len()
@@ -196,10 +206,16 @@ pub struct SyncRunRecord {
     pub outcome: String,
 }
 
-/// The store: a cheap-to-clone handle on a connection pool.
+/// The store: a cheap-to-clone handle on its connections.
+///
+/// All writes go through one dedicated connection. SQLite serializes writers anyway, and
+/// under WAL a connection drops its whole page cache whenever another connection has
+/// committed since its last transaction: with writes spread over a pool, every batch
+/// started cold and re-read the key indexes from the OS. Reads use a small pool beside it.
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    writer: SqlitePool,
 }
 
 impl Store {
@@ -207,10 +223,8 @@ impl Store {
     pub async fn open_sqlite(path: &Path) -> Result<Store> {
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() && !parent.exists() {
-                std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| StoreError::CreateDir { path: parent.to_path_buf(), source })?;
             }
         }
         let options = SqliteConnectOptions::new()
@@ -221,18 +235,24 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("cache_size", format!("-{CACHE_KIB}"))
-            .pragma("temp_store", "memory");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .pragma("temp_store", "file");
+        let writer = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            // The writer's page cache is what keeps the key indexes hot between batches.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone().pragma("cache_size", format!("-{WRITER_CACHE_KIB}")))
             .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        MIGRATOR.run(&writer).await?;
+        let pool = SqlitePoolOptions::new().max_connections(MAX_READERS).connect_with(options).await?;
+        Ok(Store { pool, writer })
     }
 
     /// Closes every connection, checkpointing the WAL; further use of clones fails.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 
@@ -246,10 +266,7 @@ pub(crate) fn unix_now() -> i64 {
 
 /// Counts come back from SQLite as i64; a negative one would be a corrupt row.
 pub(crate) fn count(table: &'static str, what: &str, n: i64) -> Result<u64> {
-    u64::try_from(n).map_err(|_| StoreError::Corrupt {
-        table,
-        reason: format!("negative {what}: {n}"),
-    })
+    u64::try_from(n).map_err(|_| StoreError::Corrupt { table, reason: format!("negative {what}: {n}") })
 }
 
 /// Counts go into SQLite as i64; saturate rather than wrap for absurd values.

@@ -5,9 +5,7 @@
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use crate::{
-    count, to_i64, AuditRecord, Result, SinkStatus, Store, SyncRunRecord, MAX_BIND_PARAMS,
-};
+use crate::{count, to_i64, AuditRecord, Result, SinkStatus, Store, SyncRunRecord, MAX_BIND_PARAMS};
 
 const AUDIT_BINDS: usize = 7;
 const AUDIT_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / AUDIT_BINDS;
@@ -26,7 +24,7 @@ impl Store {
         .bind(to_i64(run.removals))
         .bind(to_i64(run.failures))
         .bind(&run.outcome)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -42,51 +40,38 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(
-                |(
+            .map(|(sink_id, started_at, finished_at, dry_run, additions, removals, failures, outcome)| {
+                Ok(SyncRunRecord {
                     sink_id,
                     started_at,
                     finished_at,
                     dry_run,
-                    additions,
-                    removals,
-                    failures,
+                    additions: count("sync_runs", "additions", additions)?,
+                    removals: count("sync_runs", "removals", removals)?,
+                    failures: count("sync_runs", "failures", failures)?,
                     outcome,
-                )| {
-                    Ok(SyncRunRecord {
-                        sink_id,
-                        started_at,
-                        finished_at,
-                        dry_run,
-                        additions: count("sync_runs", "additions", additions)?,
-                        removals: count("sync_runs", "removals", removals)?,
-                        failures: count("sync_runs", "failures", failures)?,
-                        outcome,
-                    })
-                },
-            )
+                })
+            })
             .collect()
     }
 
     /// Every sink that has a ledger entry or a recorded run, in sink id order.
     pub async fn sink_statuses(&self) -> Result<Vec<SinkStatus>> {
-        let sinks: Vec<String> = sqlx::query_scalar(
-            "SELECT sink_id FROM ledger UNION SELECT sink_id FROM sync_runs ORDER BY sink_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sinks: Vec<String> =
+            sqlx::query_scalar("SELECT sink_id FROM ledger UNION SELECT sink_id FROM sync_runs ORDER BY sink_id")
+                .fetch_all(&self.pool)
+                .await?;
         let mut out = Vec::with_capacity(sinks.len());
         for sink_id in sinks {
             let entries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE sink_id = ?")
                 .bind(&sink_id)
                 .fetch_one(&self.pool)
                 .await?;
-            let last: Option<(i64, String)> = sqlx::query_as(
-                "SELECT finished_at, outcome FROM sync_runs WHERE sink_id = ? ORDER BY id DESC LIMIT 1",
-            )
-            .bind(&sink_id)
-            .fetch_optional(&self.pool)
-            .await?;
+            let last: Option<(i64, String)> =
+                sqlx::query_as("SELECT finished_at, outcome FROM sync_runs WHERE sink_id = ? ORDER BY id DESC LIMIT 1")
+                    .bind(&sink_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
             let (last_sync_at, last_sync_outcome) = match last {
                 Some((at, outcome)) => (Some(at), Some(outcome)),
                 None => (None, None),
@@ -106,11 +91,10 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for chunk in records.chunks(AUDIT_ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO audit_log (at, actor, action, target, item, reason, response) ",
-            );
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO audit_log (at, actor, action, target, item, reason, response) ");
             qb.push_values(chunk, |mut row, r| {
                 row.push_bind(r.at)
                     .push_bind(r.actor.as_str())
@@ -136,17 +120,15 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(
-                |(at, actor, action, target, item, reason, response)| AuditRecord {
-                    at,
-                    actor,
-                    action,
-                    target,
-                    item,
-                    reason,
-                    response,
-                },
-            )
+            .map(|(at, actor, action, target, item, reason, response)| AuditRecord {
+                at,
+                actor,
+                action,
+                target,
+                item,
+                reason,
+                response,
+            })
             .collect())
     }
 }
@@ -184,17 +166,12 @@ mod tests {
     async fn the_audit_log_refuses_update_and_delete() {
         let (_dir, store) = temp_store().await;
         store.audit(&[record(1)]).await.unwrap();
-        let update = sqlx::query("UPDATE audit_log SET response = 'forged'")
-            .execute(&store.pool)
-            .await;
+        let update = sqlx::query("UPDATE audit_log SET response = 'forged'").execute(&store.pool).await;
         match update {
             Err(e) => assert!(e.to_string().contains("append-only"), "{e}"),
             Ok(_) => panic!("an UPDATE of the audit log went through"),
         }
-        assert!(sqlx::query("DELETE FROM audit_log")
-            .execute(&store.pool)
-            .await
-            .is_err());
+        assert!(sqlx::query("DELETE FROM audit_log").execute(&store.pool).await.is_err());
         assert_eq!(store.audit_log(10).await.unwrap(), vec![record(1)]);
     }
 
@@ -213,21 +190,14 @@ mod tests {
             outcome: "applied".into(),
         };
         store.record_sync_run(&run).await.unwrap();
-        let refused = SyncRunRecord {
-            started_at: 30,
-            finished_at: 31,
-            outcome: "refused: 80% removal".into(),
-            ..run.clone()
-        };
+        let refused =
+            SyncRunRecord { started_at: 30, finished_at: 31, outcome: "refused: 80% removal".into(), ..run.clone() };
         store.record_sync_run(&refused).await.unwrap();
         let statuses = store.sink_statuses().await.unwrap();
         assert_eq!(statuses.len(), 1);
         assert_eq!(statuses[0].entries, 0);
         assert_eq!(statuses[0].last_sync_at, Some(31));
-        assert_eq!(
-            statuses[0].last_sync_outcome.as_deref(),
-            Some("refused: 80% removal")
-        );
+        assert_eq!(statuses[0].last_sync_outcome.as_deref(), Some("refused: 80% removal"));
         assert_eq!(store.sync_runs("v1", 10).await.unwrap(), vec![refused, run]);
     }
 }
