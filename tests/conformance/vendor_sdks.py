@@ -172,6 +172,11 @@ def vision_one(url, token):
         if res.response.items:
             values = [i.value for i in res.response.items[0].indicators]
             check("alert indicators include c2.example", "c2.example" in values, values)
+    res = client.alert.list(start_time=start, end_time=end, alertProvider="TI")
+    check("pytmv1 alert.list of TI alerts succeeds", res.result_code == ResultCode.SUCCESS, res.error)
+    if res.response is not None:
+        kinds = [(a.id, type(a).__name__) for a in res.response.items]
+        check("the sweep alert parses as a TiAlert", kinds == [("WB-LAB-TI", "TiAlert")], kinds)
     res = client.alert.get("WB-LAB-1")
     check("pytmv1 alert.get succeeds", res.result_code == ResultCode.SUCCESS, res.error)
     if res.response is not None:

@@ -605,6 +605,18 @@ async fn v1_report_upload_sweep_and_task_polling() {
     assert_eq!(last["isHit"], true);
     assert_eq!(last["reportId"], id.as_str());
     assert_eq!(s.sweeps().len(), 1);
+    // The hit raised one TI workbench alert pointing at the value and the report.
+    let alert_id = s.sweeps()[0].alert_id.clone().unwrap();
+    let (st, _) = v1_get(&task_url, None).await;
+    assert_eq!(st, 200);
+    let (_, alerts) = v1_get(&format!("{base}/v3.0/workbench/alerts"), Some("alertProvider eq 'TI'")).await;
+    assert_eq!(alerts["totalCount"], 1, "raised once, not on every poll");
+    let ti = &alerts["items"][0];
+    assert_eq!(ti["id"], alert_id.as_str());
+    assert_eq!(ti["indicators"][0]["value"], "c2.example");
+    assert_eq!(ti["matchedIndicatorPatterns"][0]["pattern"], "[domain-name:value = 'c2.example']");
+    assert!(ti["reportLink"].as_str().unwrap().ends_with(&id));
+    assert!(ti.get("matchedRules").is_none());
 
     let bad = reqwest::multipart::Form::new().text("reportName", "no file");
     let r = client()
@@ -705,6 +717,13 @@ async fn vendor_sdks_accept_the_simulators() {
         &[("domain", "c2.example"), ("url", "http://c2.example/gate")],
     ));
     v1_state.seed_alert(WorkbenchAlert::sae("WB-LAB-2", "low", now, "ws-02", &[("ip", "198.51.100.9")]));
+    v1_state.seed_alert(WorkbenchAlert::ti(
+        "WB-LAB-TI",
+        now - time::Duration::minutes(3),
+        "report--84e4d88f-44ea-4bcd-bbf3-b2c1c320bcb3",
+        "http://127.0.0.1/v3.0/threatintel/intelligenceReports/report--84e4d88f-44ea-4bcd-bbf3-b2c1c320bcb3",
+        &[("c2.example".to_string(), "ws-01".to_string())],
+    ));
     let v1_base = spawn(vision_one::router(v1_state.clone())).await;
 
     let vt_state = Arc::new(VirusTotalState::new(VirusTotalConfig::default()));

@@ -19,7 +19,7 @@
 
 pub mod filter;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -297,11 +297,18 @@ pub struct AlertIndicator {
     /// `ip`, `domain`, `url`, `file_sha1`, `file_sha256`, `email_sender`, `command_line`, ...
     #[serde(rename = "type")]
     pub kind: String,
-    pub field: String,
+    /// SAE alerts only: the telemetry field the object came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     pub value: Value,
     pub related_entities: Vec<String>,
-    pub filter_ids: Vec<String>,
+    /// SAE alerts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_ids: Option<Vec<String>>,
     pub provenance: Vec<String>,
+    /// TI alerts: `fields`, `matchedIndicatorPatternIds`, `firstSeenDateTimes`, `lastSeenDateTimes`.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// A workbench alert (trendmicro.md §1.4). SAE-shaped by default; TI fields go in `extra`.
@@ -330,8 +337,12 @@ pub struct WorkbenchAlert {
     pub case_id: Option<String>,
     pub owner_ids: Vec<String>,
     pub impact_scope: Value,
-    pub description: String,
-    pub matched_rules: Value,
+    /// SAE alerts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// SAE alerts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_rules: Option<Value>,
     pub indicators: Vec<AlertIndicator>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -358,11 +369,12 @@ impl WorkbenchAlert {
             .map(|(i, (t, v))| AlertIndicator {
                 id: i as i64 + 1,
                 kind: (*t).to_string(),
-                field: field_of(t).to_string(),
+                field: Some(field_of(t).to_string()),
                 value: json!(v),
                 related_entities: vec![host_guid.clone()],
-                filter_ids: vec!["F2340".into()],
+                filter_ids: Some(vec!["F2340".into()]),
                 provenance: vec!["Alert".into()],
+                extra: Map::new(),
             })
             .collect();
         let indicator_ids: Vec<i64> = indicators.iter().map(|i| i.id).collect();
@@ -398,14 +410,99 @@ impl WorkbenchAlert {
                               "entityId": host_guid, "relatedEntities": [], "relatedIndicatorIds": indicator_ids,
                               "provenance": ["Alert"]}]
             }),
-            description: "A host connected to a known command-and-control server".into(),
-            matched_rules: json!([{"id": "R-C2-1", "name": "Possible C&C Connection", "matchedFilters": [{
+            description: Some("A host connected to a known command-and-control server".into()),
+            matched_rules: Some(json!([{"id": "R-C2-1", "name": "Possible C&C Connection", "matchedFilters": [{
                 "id": "F2340", "name": "Malicious URL", "matchedDateTime": created_s,
                 "mitreTechniqueIds": ["T1071"],
                 "matchedEvents": [{"uuid": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, id.as_bytes()).to_string(),
-                                   "matchedDateTime": created_s, "type": "TELEMETRY_INTERNET"}]}]}]),
+                                   "matchedDateTime": created_s, "type": "TELEMETRY_INTERNET"}]}]}])),
             indicators,
             extra: Map::new(),
+        }
+    }
+
+    /// An intelligence-sweep (TI) alert: the values of report `report_id` that were found,
+    /// each as (value, endpoint), as Vision One raises when a sweep hits.
+    pub fn ti(
+        id: &str,
+        created: OffsetDateTime,
+        report_id: &str,
+        report_link: &str,
+        matches: &[(String, String)],
+    ) -> Self {
+        let created_s = iso(created);
+        let kind_of = |v: &str| {
+            if v.parse::<IpAddr>().is_ok() {
+                ("ip", "ipv4-addr:value", "dst")
+            } else if v.contains("://") {
+                ("url", "url:value", "request")
+            } else if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                ("file_sha256", "file:hashes.'SHA-256'", "objectFileHashSha256")
+            } else if v.len() == 40 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                ("file_sha1", "file:hashes.'SHA-1'", "objectFileHashSha1")
+            } else {
+                ("domain", "domain-name:value", "hostName")
+            }
+        };
+        let mut patterns = Vec::new();
+        let mut indicators = Vec::new();
+        let mut entities = Vec::new();
+        for (i, (value, endpoint)) in matches.iter().enumerate() {
+            let (kind, path, field) = kind_of(value);
+            let pattern_id = format!("indicator--{}", uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, value.as_bytes()));
+            let guid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_DNS, endpoint.as_bytes()).to_string();
+            patterns.push(json!({"id": pattern_id, "pattern": format!("[{path} = '{value}']"), "tags": [],
+                                 "matchedLogs": []}));
+            let mut extra = Map::new();
+            extra.insert("fields".into(), json!([[field]]));
+            extra.insert("matchedIndicatorPatternIds".into(), json!([pattern_id]));
+            extra.insert("firstSeenDateTimes".into(), json!([created_s]));
+            extra.insert("lastSeenDateTimes".into(), json!([created_s]));
+            indicators.push(AlertIndicator {
+                id: i as i64 + 1,
+                kind: kind.into(),
+                field: None,
+                value: json!(value),
+                related_entities: vec![guid.clone()],
+                filter_ids: None,
+                provenance: vec!["Intelligence Reports Sweeping".into()],
+                extra,
+            });
+            entities.push(json!({"entityType": "host", "entityValue": {"guid": guid, "name": endpoint, "ips": []},
+                                 "entityId": guid, "relatedEntities": [], "relatedIndicatorIds": [i as i64 + 1],
+                                 "provenance": ["Intelligence Reports Sweeping"]}));
+        }
+        let mut extra = Map::new();
+        extra.insert("createdBy".into(), json!("tibridge-lab"));
+        extra.insert("totalIndicatorCount".into(), json!(matches.len()));
+        extra.insert("matchedIndicatorCount".into(), json!(matches.len()));
+        extra.insert("reportLink".into(), json!(report_link));
+        extra.insert("matchedIndicatorPatterns".into(), json!(patterns));
+        WorkbenchAlert {
+            schema_version: "1.12".into(),
+            id: id.into(),
+            status: "Open".into(),
+            investigation_status: "New".into(),
+            investigation_result: "No Findings".into(),
+            workbench_link: format!("https://portal.xdr.trendmicro.com/index.html#/workbench/alerts/{id}"),
+            alert_provider: "TI".into(),
+            model_id: report_id.into(),
+            model: "Intelligence Reports Sweeping".into(),
+            model_type: "custom".into(),
+            score: 70,
+            severity: "high".into(),
+            created_date_time: created_s.clone(),
+            updated_date_time: created_s,
+            first_investigated_date_time: None,
+            incident_id: None,
+            case_id: None,
+            owner_ids: Vec::new(),
+            impact_scope: json!({"desktopCount": entities.len(), "serverCount": 0, "accountCount": 0,
+                "emailAddressCount": 0, "containerCount": 0, "cloudIdentityCount": 0, "entities": entities}),
+            description: None,
+            matched_rules: None,
+            indicators,
+            extra,
         }
     }
 
@@ -582,6 +679,8 @@ pub struct SweepTask {
     /// Decided when the sweep is created: whether the report mentions a value marked seen.
     pub is_hit: bool,
     pub created: OffsetDateTime,
+    /// The TI workbench alert raised when the sweep finished with a hit.
+    pub alert_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -640,7 +739,8 @@ struct Inner {
     objects: SoList,
     reports: Vec<StoredReport>,
     sweeps: Vec<SweepTask>,
-    seen: HashSet<String>,
+    /// Values present in the environment → the endpoint they were seen on.
+    seen: HashMap<String, String>,
     /// The exception list: (type, value) → (description, last modified).
     exceptions: BTreeMap<(SoType, String), (String, OffsetDateTime)>,
     window: VecDeque<Instant>,
@@ -748,7 +848,12 @@ impl VisionOneState {
     /// Marks an indicator value as present in the environment: a sweep of a report that
     /// mentions it will answer `isHit: true`.
     pub fn mark_seen(&self, value: &str) {
-        self.lock().seen.insert(value.to_string());
+        self.mark_seen_on(value, "ws-lab-01");
+    }
+
+    /// Like [`Self::mark_seen`], naming the endpoint the TI alert of a hit will point at.
+    pub fn mark_seen_on(&self, value: &str, endpoint: &str) {
+        self.lock().seen.insert(value.to_string(), endpoint.to_string());
     }
 
     /// Every request the router received, including rejected ones.
@@ -1662,9 +1767,20 @@ async fn delete_reports(State(state): State<Arc<VisionOneState>>, body: Bytes) -
 }
 
 /// Whether the report mentions any value marked seen (in its patterns or anywhere in the file).
-fn report_hits(report: &StoredReport, seen: &HashSet<String>) -> bool {
+fn report_hits(report: &StoredReport, seen: &HashMap<String, String>) -> bool {
+    !report_matches(report, seen).is_empty()
+}
+
+/// The seen (value, endpoint) pairs a report mentions, in a stable order.
+fn report_matches(report: &StoredReport, seen: &HashMap<String, String>) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(&report.content);
-    seen.iter().any(|v| !v.is_empty() && text.contains(v.as_str()))
+    let mut m: Vec<(String, String)> = seen
+        .iter()
+        .filter(|(v, _)| !v.is_empty() && text.contains(v.as_str()))
+        .map(|(v, e)| (v.clone(), e.clone()))
+        .collect();
+    m.sort();
+    m
 }
 
 async fn sweep_reports(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -1707,6 +1823,7 @@ async fn sweep_reports(State(state): State<Arc<VisionOneState>>, headers: Header
             polls: 0,
             is_hit,
             created: now,
+            alert_id: None,
         });
         let loc = format!("{}/v3.0/threatintel/tasks/{task_id}", origin(&headers));
         out.push(json!({"status": 202, "headers": [{"name": "Operation-Location", "value": loc}]}));
@@ -1733,13 +1850,29 @@ fn task_json(t: &SweepTask, cfg: &VisionOneConfig) -> Value {
     v
 }
 
-async fn get_task(State(state): State<Arc<VisionOneState>>, Path(id): Path<String>) -> Response {
-    let mut inner = state.lock();
+async fn get_task(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let mut guard = state.lock();
+    let inner = &mut *guard;
     let Some(t) = inner.sweeps.iter_mut().find(|t| t.id == id) else {
         return v1_error(StatusCode::NOT_FOUND, "NotFound", &format!("Task {id} not found"));
     };
     t.polls = t.polls.saturating_add(1);
     let body = task_json(t, &state.config);
+    // A finished sweep with a hit raises a TI workbench alert once, as Vision One does.
+    if body["status"] == "succeeded" && t.is_hit && t.alert_id.is_none() {
+        let report_id = t.report_id.clone();
+        let alert_id = format!("WB-TI-{}", inner.alerts.len() + 1);
+        t.alert_id = Some(alert_id.clone());
+        let matches = match inner.reports.iter().find(|r| r.id == report_id) {
+            Some(r) => report_matches(r, &inner.seen),
+            None => Vec::new(),
+        };
+        if !matches.is_empty() {
+            let link = format!("{}/v3.0/threatintel/intelligenceReports/{report_id}", origin(&headers));
+            let alert = WorkbenchAlert::ti(&alert_id, OffsetDateTime::now_utc(), &report_id, &link, &matches);
+            inner.alerts.push(AlertRecord { alert, version: 1, notes: Vec::new() });
+        }
+    }
     Json(body).into_response()
 }
 
