@@ -44,6 +44,9 @@ pub struct IntezerConfig {
     pub token_ttl_secs: u64,
     /// Polls of `GET /url/<id>` answered 202 (first `queued`, then `in_progress`) before 200.
     pub url_pending_polls: u32,
+    /// Seconds a URL analysis also stays pending after submission, however often it is polled
+    /// (e.g. 30 makes the original script's single poll after a fixed 20 s sleep miss).
+    pub url_pending_secs: u64,
     /// Polls of `GET /analyses/<id>` answered 202 before 200.
     pub hash_pending_polls: u32,
     /// Submissions (URL and hash analyses) allowed before 403 insufficient quota; `None` = no cap.
@@ -60,6 +63,7 @@ impl Default for IntezerConfig {
             api_key: DEFAULT_API_KEY.to_string(),
             token_ttl_secs: 3600,
             url_pending_polls: 2,
+            url_pending_secs: 0,
             hash_pending_polls: 1,
             analysis_quota: None,
             url_verdicts: BTreeMap::new(),
@@ -402,6 +406,7 @@ async fn get_url_analysis(
     Path(id): Path<String>,
 ) -> Response {
     let pending = state.config.url_pending_polls;
+    let min_age = time::Duration::seconds(i64::try_from(state.config.url_pending_secs).unwrap_or(i64::MAX));
     let mut inner = state.lock();
     if inner.gone.contains(&id) {
         return error(StatusCode::GONE, "Analysis expired");
@@ -411,7 +416,8 @@ async fn get_url_analysis(
     };
     a.polls = a.polls.saturating_add(1);
     let result_url = format!("/url/{id}");
-    if a.polls <= pending {
+    let too_young = OffsetDateTime::now_utc() - a.time < min_age;
+    if a.polls <= pending || too_young {
         let status = if a.polls == 1 { "queued" } else { "in_progress" };
         return (StatusCode::ACCEPTED, Json(json!({"status": status, "result_url": result_url}))).into_response();
     }

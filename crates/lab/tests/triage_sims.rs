@@ -617,6 +617,14 @@ async fn v1_report_upload_sweep_and_task_polling() {
     assert_eq!(ti["matchedIndicatorPatterns"][0]["pattern"], "[domain-name:value = 'c2.example']");
     assert!(ti["reportLink"].as_str().unwrap().ends_with(&id));
     assert!(ti.get("matchedRules").is_none());
+    // Matched results: fetched without Authorization (and refused with it).
+    let results_url = last["resourceLocation"].as_str().unwrap().to_string();
+    let r = client().get(&results_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let results: Value = r.json().await.unwrap();
+    assert_eq!(results["items"][0]["value"], "c2.example");
+    let r = client().get(&results_url).bearer_auth(V1_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 400);
 
     let bad = reqwest::multipart::Form::new().text("reportName", "no file");
     let r = client()
@@ -954,4 +962,22 @@ async fn configs_default_from_empty_sections_and_seed_a_demo_lab() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn intezer_pending_time_makes_a_single_early_poll_miss() {
+    let (_s, base) = intezer(IntezerConfig { url_pending_polls: 0, url_pending_secs: 30, ..Default::default() }).await;
+    let t = token(&base).await;
+    let r = client()
+        .post(format!("{base}/api/v2-0/url"))
+        .bearer_auth(&t)
+        .json(&json!({"url": "http://slow.example/"}))
+        .send()
+        .await
+        .unwrap();
+    let result_url = r.json::<Value>().await.unwrap()["result_url"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        let r = client().get(format!("{base}/api/v2-0/{result_url}")).bearer_auth(&t).send().await.unwrap();
+        assert_eq!(r.status(), 202, "still pending before 30 s, however often polled");
+    }
 }

@@ -880,6 +880,7 @@ pub fn router(state: Arc<VisionOneState>) -> Router {
         .route("/v3.0/threatintel/intelligenceReports/{id}", get(get_report))
         .route("/v3.0/threatintel/tasks", get(list_tasks))
         .route("/v3.0/threatintel/tasks/{id}", get(get_task))
+        .route("/v3.0/threatintel/sweepResults/{id}", get(sweep_results))
         .fallback(|req: Request| async move {
             v1_error(StatusCode::NOT_FOUND, "NotFound", &format!("No API at {} {}", req.method(), req.uri().path()))
         })
@@ -908,7 +909,8 @@ async fn gate(State(state): State<Arc<VisionOneState>>, req: Request, next: Next
     state.served.fetch_add(1, Ordering::Relaxed);
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
     let token_ok = auth.and_then(|a| a.strip_prefix("Bearer ")).is_some_and(|t| t.trim() == state.config.token);
-    if !token_ok {
+    let unauthenticated_path = req.uri().path().starts_with(SWEEP_RESULTS_PREFIX);
+    if !token_ok && !unauthenticated_path {
         let body = json!({"error": {"code": "InvalidCredentials", "message": "Invalid Credentials",
                                     "innererror": {"code": "InvalidToken", "service": "svp"}}});
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
@@ -1831,7 +1833,7 @@ async fn sweep_reports(State(state): State<Arc<VisionOneState>>, headers: Header
     multi_status(out)
 }
 
-fn task_json(t: &SweepTask, cfg: &VisionOneConfig) -> Value {
+fn task_json(t: &SweepTask, cfg: &VisionOneConfig, origin: &str) -> Value {
     let status = if t.polls <= cfg.sweep_notstarted_polls {
         "notstarted"
     } else if t.polls <= cfg.sweep_notstarted_polls.saturating_add(cfg.sweep_running_polls) {
@@ -1845,9 +1847,37 @@ fn task_json(t: &SweepTask, cfg: &VisionOneConfig) -> Value {
     if status == "succeeded" {
         if let Some(m) = v.as_object_mut() {
             m.insert("isHit".into(), json!(t.is_hit));
+            if t.is_hit {
+                m.insert("resourceLocation".into(), json!(format!("{origin}{SWEEP_RESULTS_PREFIX}{}", t.id)));
+            }
         }
     }
     v
+}
+
+/// Where matched sweep results are downloaded. The real URL's form is UNCONFIRMED; what the
+/// contract does say is that it is fetched without `Authorization`, so this path skips the
+/// token check and refuses a request that carries one (as presigned storage URLs do).
+const SWEEP_RESULTS_PREFIX: &str = "/v3.0/threatintel/sweepResults/";
+
+async fn sweep_results(
+    State(state): State<Arc<VisionOneState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if headers.contains_key("authorization") {
+        return bad_request("Sweep results are fetched without an Authorization header");
+    }
+    let inner = state.lock();
+    let Some(t) = inner.sweeps.iter().find(|t| t.id == id && t.is_hit && t.alert_id.is_some()) else {
+        return v1_error(StatusCode::NOT_FOUND, "NotFound", &format!("No matched results for task {id}"));
+    };
+    let matches = match inner.reports.iter().find(|r| r.id == t.report_id) {
+        Some(r) => report_matches(r, &inner.seen),
+        None => Vec::new(),
+    };
+    let items: Vec<Value> = matches.iter().map(|(v, e)| json!({"value": v, "endpointName": e})).collect();
+    Json(json!({"taskId": t.id, "reportId": t.report_id, "items": items})).into_response()
 }
 
 async fn get_task(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -1857,7 +1887,7 @@ async fn get_task(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, 
         return v1_error(StatusCode::NOT_FOUND, "NotFound", &format!("Task {id} not found"));
     };
     t.polls = t.polls.saturating_add(1);
-    let body = task_json(t, &state.config);
+    let body = task_json(t, &state.config, &origin(&headers));
     // A finished sweep with a hit raises a TI workbench alert once, as Vision One does.
     if body["status"] == "succeeded" && t.is_hit && t.alert_id.is_none() {
         let report_id = t.report_id.clone();
@@ -1876,7 +1906,7 @@ async fn get_task(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, 
     Json(body).into_response()
 }
 
-async fn list_tasks(State(state): State<Arc<VisionOneState>>, q: Q) -> Response {
+async fn list_tasks(State(state): State<Arc<VisionOneState>>, headers: HeaderMap, q: Q) -> Response {
     let filter = match query_filter(q, &["id", "sweepType", "isHit", "status"]) {
         Ok(f) => f,
         Err(e) => return e,
@@ -1886,7 +1916,7 @@ async fn list_tasks(State(state): State<Arc<VisionOneState>>, q: Q) -> Response 
     let items: Vec<Value> = inner
         .sweeps
         .iter()
-        .map(|t| task_json(t, &state.config))
+        .map(|t| task_json(t, &state.config, &origin(&headers)))
         .filter(|v| {
             filter.as_ref().map_or(true, |f| {
                 f.matches(&|field| match v.get(field) {
