@@ -447,7 +447,8 @@ async fn post_hash(State(state): State<Arc<IntezerState>>, body: Result<Json<Val
     let Some(verdict) = inner.hash_verdicts.get(&hash).cloned() else {
         return error(StatusCode::NOT_FOUND, "File not found");
     };
-    let running = inner.file_analyses.iter().find(|(_, a)| a.hash == hash && a.polls < pending);
+    // An analysis is running until a poll of it has answered 200 (polls > pending).
+    let running = inner.file_analyses.iter().find(|(_, a)| a.hash == hash && a.polls <= pending);
     if let Some((rid, _)) = running {
         let body = json!({"result_url": format!("/analyses/{rid}"), "result": {"analysis_id": rid},
                           "error": "Analysis already running"});
@@ -514,7 +515,7 @@ async fn get_latest_for_hash(
     let pending = state.config.hash_pending_polls;
     let inner = state.lock();
     let latest =
-        inner.file_analyses.iter().filter(|(_, a)| a.hash == hash && a.polls >= pending).max_by_key(|(_, a)| a.time);
+        inner.file_analyses.iter().filter(|(_, a)| a.hash == hash && a.polls > pending).max_by_key(|(_, a)| a.time);
     match latest {
         Some((id, a)) => Json(json!({"status": "succeeded", "result_url": format!("/analyses/{id}"),
                                      "result": file_result(id, a, &headers)}))
