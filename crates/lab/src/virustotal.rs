@@ -78,16 +78,6 @@ impl Default for VirusTotalConfig {
     }
 }
 
-/// What kind of VirusTotal object a verdict belongs to (the path segment it is served under).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VtObjectKind {
-    Domain,
-    IpAddress,
-    File,
-    Url,
-}
-
 /// Why a seed was refused: the simulator only holds values VirusTotal itself would accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VtSeedError {
