@@ -39,8 +39,8 @@ use crate::{
 /// Bound parameters per staged observation row.
 const STAGE_BINDS: usize = 17;
 const STAGE_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / STAGE_BINDS;
-/// Source refs per lookup statement (one parameter is the source id).
-const LOOKUP_REFS_PER_STATEMENT: usize = MAX_BIND_PARAMS - 1;
+/// Observations per comparison statement (five parameters each, plus the source id).
+const COMPARE_ROWS_PER_STATEMENT: usize = (MAX_BIND_PARAMS - 1) / 5;
 /// Retirement updates name this many row ids per statement.
 const RETIRE_IDS_PER_STATEMENT: usize = 10_000;
 /// How many skipped items a read keeps as a sample for `status`.
@@ -92,9 +92,6 @@ struct Prepared {
     hash: i64,
 }
 
-/// What the catalog holds for a key: its content hash and whether it is retired.
-type Stored = (i64, bool);
-
 impl Store {
     /// Starts a read of `source_id`; the returned handle collects what the read writes.
     ///
@@ -129,6 +126,7 @@ impl Store {
             seen_key: std::collections::hash_map::RandomState::new(),
             fresh_source: fresh,
             staged: 0,
+            active_seen: 0,
         })
     }
 
@@ -158,43 +156,50 @@ impl Store {
         let mut earlier = Vec::with_capacity(batch.len());
         for (obs, prep) in batch.iter().zip(prepared.iter()) {
             let key = read.key_hash(&obs.source_id, &obs.source_ref, obs.indicator.kind);
-            let previous = read.seen.insert(key, prep.hash);
+            let value = SourceRead::seen_value(prep.hash, obs.deleted);
+            let previous = read.seen.insert(key, value);
+            if obs.source_id == read.source_id {
+                let was_active = previous.map(|p| p & 1 == 0);
+                match (was_active, obs.deleted) {
+                    (None | Some(false), false) => read.active_seen += 1,
+                    (Some(true), true) => read.active_seen = read.active_seen.saturating_sub(1),
+                    _ => {}
+                }
+            }
             first_time.push(previous.is_none());
             earlier.push(previous);
         }
 
         let mut conn = self.writer.acquire().await?;
-        let stored = if read.fresh_source && batch.iter().all(|o| o.source_id == read.source_id) {
-            vec![None; batch.len()]
+        let fresh = read.fresh_source && batch.iter().all(|o| o.source_id == read.source_id);
+        let differs = if fresh {
+            first_time.iter().map(|first| first.then_some(false)).collect()
         } else {
-            lookup(&mut conn, batch, &first_time).await?
+            compare_with_catalog(&mut conn, batch, &prepared, &first_time).await?
         };
 
         let mut stats = WriteStats::default();
         let mut to_stage: Vec<(&Observation, &Prepared)> = Vec::new();
-        for (((obs, prep), earlier), stored) in batch.iter().zip(prepared.iter()).zip(earlier.iter()).zip(stored.iter())
+        for (((obs, prep), earlier), differs) in
+            batch.iter().zip(prepared.iter()).zip(earlier.iter()).zip(differs.iter())
         {
-            if let Some(earlier_hash) = earlier {
-                if *earlier_hash == prep.hash {
-                    stats.unchanged += 1;
-                } else {
+            match (earlier, differs) {
+                // Repeated in this read: compare with the version written earlier in it.
+                (Some(earlier), _) if *earlier == SourceRead::seen_value(prep.hash, obs.deleted) => {
+                    stats.unchanged += 1
+                }
+                (Some(_), _) => {
                     stats.updated += 1;
                     to_stage.push((obs, prep));
                 }
-                continue;
-            }
-            match stored {
-                None => {
+                (None, None) => stats.unchanged += 1,
+                (None, Some(false)) => {
                     stats.inserted += 1;
                     to_stage.push((obs, prep));
                 }
-                Some((hash, retired)) => {
-                    if *hash == prep.hash && (!retired || obs.deleted) {
-                        stats.unchanged += 1;
-                    } else {
-                        stats.updated += 1;
-                        to_stage.push((obs, prep));
-                    }
+                (None, Some(true)) => {
+                    stats.updated += 1;
+                    to_stage.push((obs, prep));
                 }
             }
         }
@@ -409,55 +414,77 @@ impl Store {
     }
 }
 
-/// The stored hash and retired flag of each batch observation this read writes for the
-/// first time (`None`: not in the catalog), aligned with `batch`; one indexed statement per
-/// source and chunk.
-async fn lookup(
+/// Compares the batch observations this read writes for the first time with the catalog,
+/// inside SQLite: only the ones that differ come back, so re-reading unchanged data moves
+/// almost nothing between SQLite and Rust. Returns, aligned with `batch`, `None` for an
+/// unchanged (or not first-time) observation and `Some(exists)` for one to stage.
+async fn compare_with_catalog(
     conn: &mut sqlx::SqliteConnection,
     batch: &[Observation],
+    prepared: &[Prepared],
     first_time: &[bool],
-) -> Result<Vec<Option<Stored>>> {
-    let mut by_source: HashMap<&str, Vec<&str>> = HashMap::new();
-    let mut position: HashMap<(&str, &str, &'static str), usize> = HashMap::new();
+) -> Result<Vec<Option<bool>>> {
+    let mut by_source: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, (obs, first)) in batch.iter().zip(first_time).enumerate() {
         if *first {
-            by_source.entry(obs.source_id.as_str()).or_default().push(obs.source_ref.as_str());
-            position.insert((obs.source_id.as_str(), obs.source_ref.as_str(), obs.indicator.kind.as_str()), i);
+            by_source.entry(obs.source_id.as_str()).or_default().push(i);
         }
     }
-    let mut stored = vec![None; batch.len()];
-    for (source_id, mut refs) in by_source {
-        refs.sort_unstable();
-        refs.dedup();
-        for chunk in refs.chunks(LOOKUP_REFS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT source_ref, kind, content_hash, retired_at IS NOT NULL FROM observations \
-                 WHERE source_id = ",
+    let mut differs = vec![None; batch.len()];
+    for (source_id, positions) in by_source {
+        for chunk in positions.chunks(COMPARE_ROWS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH b(i, source_ref, kind, hash, deleted) AS (");
+            qb.push_values(chunk, |mut row, i| {
+                // `positions` only holds indexes of `batch`, which `prepared` mirrors.
+                if let (Some(obs), Some(prep)) = (batch.get(*i), prepared.get(*i)) {
+                    row.push_bind(to_i64(*i as u64))
+                        .push_bind(obs.source_ref.as_str())
+                        .push_bind(obs.indicator.kind.as_str())
+                        .push_bind(prep.hash)
+                        .push_bind(obs.deleted);
+                }
+            });
+            qb.push(
+                ") SELECT b.i, o.id IS NOT NULL FROM b LEFT JOIN observations o \
+                 ON o.source_id = ",
             );
-            qb.push_bind(source_id).push(" AND source_ref IN (");
-            let mut list = qb.separated(", ");
-            for r in chunk {
-                list.push_bind(*r);
-            }
-            qb.push(")");
+            qb.push_bind(source_id);
+            qb.push(
+                " AND o.source_ref = b.source_ref AND o.kind = b.kind \
+                 WHERE o.id IS NULL OR o.content_hash <> b.hash \
+                 OR (o.retired_at IS NOT NULL AND NOT b.deleted)",
+            );
             let mut rows = qb.build().fetch(&mut *conn);
             while let Some(row) = rows.try_next().await? {
-                let source_ref: &str = row.try_get(0)?;
-                let kind = parse_kind("observations", row.try_get::<&str, _>(1)?)?.as_str();
-                let hash: i64 = row.try_get(2)?;
-                let retired: bool = row.try_get(3)?;
-                if let Some(slot) = position.get(&(source_id, source_ref, kind)).and_then(|i| stored.get_mut(*i)) {
-                    *slot = Some((hash, retired));
+                let i: i64 = row.try_get(0)?;
+                let exists: bool = row.try_get(1)?;
+                if let Some(slot) = usize::try_from(i).ok().and_then(|i| differs.get_mut(i)) {
+                    *slot = Some(exists);
                 }
             }
         }
     }
-    Ok(stored)
+    Ok(differs)
 }
 
 /// Scans the source's keys (from the covering unique index, without touching the table)
 /// and retires the active ones the read did not see.
 async fn retire_unseen(tx: &mut sqlx::Transaction<'_, Sqlite>, read: &SourceRead, now: i64) -> Result<u64> {
+    // A source with nothing stored when the read began holds only what this read wrote.
+    if read.fresh_source {
+        return Ok(0);
+    }
+    // Every key the read saw as not deleted is active now; if that is all the source has
+    // active, nothing is unseen. The count walks the table in order (`+source_id` keeps
+    // SQLite from probing the key index row by row, which reads the table at random).
+    let active: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM observations WHERE +source_id = ? AND retired_at IS NULL")
+            .bind(&read.source_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    if u64::try_from(active).ok() == Some(read.active_seen) {
+        return Ok(0);
+    }
     let mut unseen: Vec<i64> = Vec::new();
     {
         let mut rows = sqlx::query("SELECT id, source_ref, kind FROM observations WHERE source_id = ?")

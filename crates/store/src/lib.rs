@@ -123,7 +123,8 @@ pub struct SourceRead {
     pub read_id: i64,
     pub stats: WriteStats,
     /// Keyed hash of each observation key written during this read (see the crate docs),
-    /// with the content hash it was last written with.
+    /// with the content hash it was last written with, whose lowest bit is replaced by the
+    /// deleted flag (see `seen_value`).
     seen: HashMap<u64, i64>,
     /// Per-read random key for `seen`, so no input can be crafted to collide on purpose.
     seen_key: std::collections::hash_map::RandomState,
@@ -132,9 +133,19 @@ pub struct SourceRead {
     fresh_source: bool,
     /// Rows this read put in the staging table, checked before the merge.
     staged: u64,
+    /// Distinct keys of the read's own source whose latest version here is not deleted:
+    /// after the merge all of them are active, so when the source has exactly this many
+    /// active observations there is nothing to retire and the key scan is skipped.
+    active_seen: u64,
 }
 
 impl SourceRead {
+    /// What `seen` remembers of a version: its content hash with the deleted flag in the
+    /// lowest bit (one hash bit less for telling versions apart, still 63).
+    fn seen_value(content_hash: i64, deleted: bool) -> i64 {
+        (content_hash & !1) | i64::from(deleted)
+    }
+
     fn key_hash(&self, source_id: &str, source_ref: &str, kind: tibridge_core::IndicatorKind) -> u64 {
         use std::hash::BuildHasher;
         self.seen_key.hash_one((source_id, source_ref, kind.as_str()))
