@@ -1360,7 +1360,8 @@ async fn list_objects(State(state): State<Arc<VisionOneState>>, headers: HeaderM
             return Err(bad_request(&format!("Invalid orderBy field '{field}'")));
         }
         let inner = state.lock();
-        let mut matched: Vec<SuspiciousObject> = inner
+        // References while sorting; only the page is cloned (a full list is 10,000 per type).
+        let mut matched: Vec<&SuspiciousObject> = inner
             .objects
             .iter()
             .filter(|o| {
@@ -1368,9 +1369,7 @@ async fn list_objects(State(state): State<Arc<VisionOneState>>, headers: HeaderM
                     && end.map_or(true, |e| o.last_modified <= e)
                     && page.filter.as_ref().map_or(true, |f| f.matches(&|field| o.filter_values(field)))
             })
-            .map(|o| with_exception_flag(o, &inner.exceptions))
             .collect();
-        drop(inner);
         let risk = |r: &str| match r {
             "high" => 3,
             "medium" => 2,
@@ -1389,7 +1388,8 @@ async fn list_objects(State(state): State<Arc<VisionOneState>>, headers: HeaderM
             }
         });
         let (items, next) = paginate(&matched, &page, &headers, "/v3.0/threatintel/suspiciousObjects");
-        let items: Vec<Value> = items.iter().map(SuspiciousObject::to_json).collect();
+        let items: Vec<Value> = items.iter().map(|o| with_exception_flag(o, &inner.exceptions).to_json()).collect();
+        drop(inner);
         let mut body = json!({"items": items});
         if let (Some(n), Some(m)) = (next, body.as_object_mut()) {
             m.insert("nextLink".into(), json!(n));
