@@ -981,3 +981,24 @@ async fn intezer_pending_time_makes_a_single_early_poll_miss() {
         assert_eq!(r.status(), 202, "still pending before 30 s, however often polled");
     }
 }
+
+#[tokio::test]
+async fn vt_daily_quota_is_per_key_and_answers_429() {
+    let other_key = "0".repeat(64);
+    let config = VirusTotalConfig {
+        api_keys: vec![VT_KEY.to_string(), other_key.clone()],
+        quota_per_day: Some(2),
+        ..Default::default()
+    };
+    let (s, base) = vt(config).await;
+    s.set_verdict(IndicatorKind::Domain, "d.example", 0, 0).unwrap();
+    assert_eq!(vt_get(&base, "/domains/d.example").await.0, 200);
+    assert_eq!(vt_get(&base, "/domains/d.example").await.0, 200);
+    let (st, body) = vt_get(&base, "/domains/d.example").await;
+    assert_eq!(st, 429);
+    assert_eq!(body["error"]["code"], "QuotaExceededError");
+    assert!(body["error"]["message"].as_str().unwrap().contains("per day"));
+    let r =
+        client().get(format!("{base}/api/v3/domains/d.example")).header("x-apikey", &other_key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "another key has its own quota");
+}
