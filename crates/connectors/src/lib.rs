@@ -3,6 +3,8 @@
 //! A connector only translates between tibridge's model and a vendor's wire format; it never
 //! decides what to add or remove (the engine's plan does) and never touches the store.
 
+pub mod alert;
+pub mod enrich;
 pub mod sink;
 pub mod source;
 
