@@ -18,7 +18,6 @@
 -- revived, not re-created. `revision` counts the times the source changed the item
 -- (0 = as first stored), which also tells an upsert's insert from its update.
 CREATE TABLE observations (
-    id           INTEGER PRIMARY KEY,                -- SQLITE: rowid alias; PG: BIGINT GENERATED ALWAYS AS IDENTITY
     source_id    TEXT    NOT NULL,
     source_ref   TEXT    NOT NULL,
     kind         TEXT    NOT NULL,
@@ -39,8 +38,13 @@ CREATE TABLE observations (
     created_at   BIGINT  NOT NULL,
     updated_at   BIGINT  NOT NULL,
     retired_at   BIGINT,
-    UNIQUE (source_id, source_ref, kind)
-);
+    PRIMARY KEY (source_id, source_ref, kind)
+) WITHOUT ROWID;                                    -- SQLITE: PG stores it as a heap with this primary key
+
+-- The rows live in the primary key's b-tree (WITHOUT ROWID): comparing a batch with the
+-- catalog is one descent per key with the row at hand, and a merge in key order appends
+-- to one tree instead of filling a table and a separate random-order key index. Measured
+-- on a million observations, see the store's docs.
 
 -- No index by indicator: the catalog is read whole and sorted by SQLite when read (about
 -- as fast as walking an index whose rows are scattered), while keeping such an index in a

@@ -41,8 +41,8 @@ const STAGE_BINDS: usize = 17;
 const STAGE_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / STAGE_BINDS;
 /// Observations per comparison statement (five parameters each, plus the source id).
 const COMPARE_ROWS_PER_STATEMENT: usize = (MAX_BIND_PARAMS - 1) / 5;
-/// Retirement updates name this many row ids per statement.
-const RETIRE_IDS_PER_STATEMENT: usize = 10_000;
+/// Retirement updates name this many keys per statement (two parameters each).
+const RETIRE_KEYS_PER_STATEMENT: usize = (MAX_BIND_PARAMS - 3) / 2;
 /// How many skipped items a read keeps as a sample for `status`.
 const SKIPPED_SAMPLE: usize = 100;
 
@@ -445,13 +445,13 @@ async fn compare_with_catalog(
                 }
             });
             qb.push(
-                ") SELECT b.i, o.id IS NOT NULL FROM b LEFT JOIN observations o \
+                ") SELECT b.i, o.kind IS NOT NULL FROM b LEFT JOIN observations o \
                  ON o.source_id = ",
             );
             qb.push_bind(source_id);
             qb.push(
                 " AND o.source_ref = b.source_ref AND o.kind = b.kind \
-                 WHERE o.id IS NULL OR o.content_hash <> b.hash \
+                 WHERE o.kind IS NULL OR o.content_hash <> b.hash \
                  OR (o.retired_at IS NOT NULL AND NOT b.deleted)",
             );
             let mut rows = qb.build().fetch(&mut *conn);
@@ -467,47 +467,47 @@ async fn compare_with_catalog(
     Ok(differs)
 }
 
-/// Scans the source's keys (from the covering unique index, without touching the table)
-/// and retires the active ones the read did not see.
+/// Retires the source's active observations the read did not see, unless counting proves
+/// there are none (the usual case): then no key is read back at all.
 async fn retire_unseen(tx: &mut sqlx::Transaction<'_, Sqlite>, read: &SourceRead, now: i64) -> Result<u64> {
     // A source with nothing stored when the read began holds only what this read wrote.
     if read.fresh_source {
         return Ok(0);
     }
     // Every key the read saw as not deleted is active now; if that is all the source has
-    // active, nothing is unseen. The count walks the table in order (`+source_id` keeps
-    // SQLite from probing the key index row by row, which reads the table at random).
+    // active, nothing is unseen (one in-order walk of the source's rows).
     let active: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM observations WHERE +source_id = ? AND retired_at IS NULL")
+        sqlx::query_scalar("SELECT COUNT(*) FROM observations WHERE source_id = ? AND retired_at IS NULL")
             .bind(&read.source_id)
             .fetch_one(&mut **tx)
             .await?;
     if u64::try_from(active).ok() == Some(read.active_seen) {
         return Ok(0);
     }
-    let mut unseen: Vec<i64> = Vec::new();
+    let mut unseen: Vec<(String, String)> = Vec::new();
     {
-        let mut rows = sqlx::query("SELECT id, source_ref, kind FROM observations WHERE source_id = ?")
-            .bind(&read.source_id)
-            .fetch(&mut **tx);
+        let mut rows =
+            sqlx::query("SELECT source_ref, kind FROM observations WHERE source_id = ? AND retired_at IS NULL")
+                .bind(&read.source_id)
+                .fetch(&mut **tx);
         while let Some(row) = rows.try_next().await? {
-            let id: i64 = row.try_get(0)?;
-            let source_ref: &str = row.try_get(1)?;
-            let kind = parse_kind("observations", row.try_get::<&str, _>(2)?)?;
+            let source_ref: &str = row.try_get(0)?;
+            let kind_name: &str = row.try_get(1)?;
+            let kind = parse_kind("observations", kind_name)?;
             if !read.seen.contains_key(&read.key_hash(&read.source_id, source_ref, kind)) {
-                unseen.push(id);
+                unseen.push((source_ref.to_string(), kind_name.to_string()));
             }
         }
     }
     let mut retired = 0;
-    for chunk in unseen.chunks(RETIRE_IDS_PER_STATEMENT) {
+    for chunk in unseen.chunks(RETIRE_KEYS_PER_STATEMENT) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE observations SET retired_at = ");
         qb.push_bind(now).push(", updated_at = ").push_bind(now);
-        qb.push(" WHERE retired_at IS NULL AND id IN (");
-        let mut ids = qb.separated(", ");
-        for id in chunk {
-            ids.push_bind(*id);
-        }
+        qb.push(" WHERE source_id = ").push_bind(&read.source_id);
+        qb.push(" AND retired_at IS NULL AND (source_ref, kind) IN (");
+        qb.push_values(chunk, |mut row, (source_ref, kind)| {
+            row.push_bind(source_ref.as_str()).push_bind(kind.as_str());
+        });
         qb.push(")");
         retired += qb.build().execute(&mut **tx).await?.rows_affected();
     }
@@ -869,6 +869,31 @@ mod tests {
         let catalog = store.catalog().await.unwrap();
         assert_eq!(catalog.len(), 1);
         assert_eq!(catalog[0].indicator.value, "b.example");
+    }
+
+    #[tokio::test]
+    async fn the_retire_count_shortcut_follows_deleted_flags_within_a_read() {
+        let (_dir, store) = temp_store().await;
+        let a = bare("u1", IndicatorKind::Domain, "a.example");
+        let b = bare("u2", IndicatorKind::Domain, "b.example");
+        let c = bare("u3", IndicatorKind::Domain, "c.example");
+        read_once(&store, &[a.clone(), b.clone(), c.clone()]).await;
+        // a withdrawn then restored, b withdrawn, c unseen: only c is retired as unseen.
+        let mut read = store.begin_read("misp").await.unwrap();
+        let mut a_gone = a.clone();
+        a_gone.deleted = true;
+        let mut b_gone = b.clone();
+        b_gone.deleted = true;
+        write(&store, &mut read, &[a_gone, b_gone]).await;
+        write(&store, &mut read, &[a.clone()]).await;
+        assert_eq!(store.finish_read(read, &complete()).await.unwrap(), 1);
+        let catalog = store.catalog().await.unwrap();
+        assert_eq!(catalog.len(), 1);
+        assert_eq!(catalog[0].indicator, a.indicator);
+        // Nothing unseen now: the count proves it and nothing more is retired.
+        let mut read = store.begin_read("misp").await.unwrap();
+        write(&store, &mut read, &[a]).await;
+        assert_eq!(store.finish_read(read, &complete()).await.unwrap(), 0);
     }
 
     #[tokio::test]
