@@ -30,6 +30,7 @@ mod refang;
 mod web;
 
 use crate::indicator::{Indicator, IndicatorKind};
+use std::borrow::Cow;
 
 pub use refang::refang;
 
@@ -121,7 +122,7 @@ pub(crate) fn ip_by_shape(raw: &str) -> Result<Indicator, NormalizeError> {
 }
 
 /// Length check then refang: the order matters, the limit is on what we were sent.
-fn prepare(raw: &str) -> Result<String, NormalizeError> {
+fn prepare(raw: &str) -> Result<Cow<'_, str>, NormalizeError> {
     if raw.len() > MAX_RAW_LEN {
         return Err(NormalizeError::TooLong { len: raw.len(), max: MAX_RAW_LEN });
     }
@@ -129,7 +130,7 @@ fn prepare(raw: &str) -> Result<String, NormalizeError> {
     if value.is_empty() {
         return Err(NormalizeError::Empty);
     }
-    Ok(value.into_owned())
+    Ok(value)
 }
 
 /// Applies `step` until its output, refanged, maps to itself: URL serialization and email
