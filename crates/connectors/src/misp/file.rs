@@ -312,4 +312,128 @@ mod tests {
         assert!(!looks_like_uuid("5a1c1d1e-0000-4000-8000-0000000000e1/../x"));
         assert!(!looks_like_uuid(""));
     }
+
+    /// Throughput of a full `misp_file` read of a generated feed directory (parse, convert,
+    /// normalize, batch). Run with
+    /// `cargo test --release -p tibridge-connectors misp_file_throughput -- --ignored --nocapture`;
+    /// `TIBRIDGE_BENCH_EVENTS` × `TIBRIDGE_BENCH_ATTRS` sets the size (default 1000 × 1000).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    #[ignore = "benchmark: run explicitly in release mode"]
+    async fn misp_file_throughput() {
+        use std::fmt::Write as _;
+        let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+        let (events, per_event) = (env("TIBRIDGE_BENCH_EVENTS", 1000), env("TIBRIDGE_BENCH_ATTRS", 1000));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut manifest = String::from("{");
+        let mut bytes = 0usize;
+        let gen_started = std::time::Instant::now();
+        for e in 0..events {
+            let event_uuid = format!("{:08x}-0000-4000-8000-{:012x}", e, e);
+            let _ = write!(
+                manifest,
+                "{}\"{event_uuid}\":{{\"info\":\"event {e}\",\"timestamp\":1705312800}}",
+                if e == 0 { "" } else { "," }
+            );
+            let mut doc = format!(
+                "{{\"Event\":{{\"uuid\":\"{event_uuid}\",\"info\":\"Generated event {e}\",\"timestamp\":\"1705312800\",\"published\":true,\"Tag\":[{{\"name\":\"tlp:green\",\"colour\":\"#339900\"}}],\"Attribute\":["
+            );
+            for a in 0..per_event {
+                let n = e * per_event + a;
+                let (kind, value) = match n % 6 {
+                    0 => ("ip-dst", format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)),
+                    1 => ("domain", format!("host{n}.example.com")),
+                    2 => ("url", format!("http://host{n}.example.net/path/{n}?q=1")),
+                    3 => ("sha256", format!("{:064x}", n as u128 * 0x9e37_79b9_7f4a_7c15)),
+                    4 => ("md5", format!("{:032x}", n as u128 * 0x9e37_79b9)),
+                    _ => ("filename|sha1", format!("file{n}.exe|{:040x}", n as u128 * 0x9e37_79b9_7f4a)),
+                };
+                let _ = write!(
+                    doc,
+                    "{}{{\"id\":\"{n}\",\"event_id\":\"{e}\",\"object_id\":\"0\",\"uuid\":\"{:08x}-1111-4000-8000-{:012x}\",\"type\":\"{kind}\",\"category\":\"Network activity\",\"to_ids\":{},\"deleted\":false,\"timestamp\":\"1705312800\",\"distribution\":\"5\",\"comment\":\"\",\"value\":\"{value}\",\"first_seen\":null,\"last_seen\":null}}",
+                    if a == 0 { "" } else { "," },
+                    e,
+                    n,
+                    n % 10 != 0
+                );
+            }
+            doc.push_str("]}}");
+            bytes += doc.len();
+            std::fs::write(dir.path().join(format!("{event_uuid}.json")), doc).expect("write event");
+        }
+        manifest.push('}');
+        std::fs::write(dir.path().join("manifest.json"), manifest).expect("write manifest");
+        eprintln!(
+            "generated {} events x {} attributes, {:.1} MB, in {:.1?}",
+            events,
+            per_event,
+            bytes as f64 / 1e6,
+            gen_started.elapsed()
+        );
+
+        let source = MispFileSource::new("bench".into(), dir.path().to_path_buf());
+        let (tx, mut rx) = mpsc::channel::<Vec<Observation>>(8);
+        let drain = tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Some(batch) = rx.recv().await {
+                n += batch.len();
+            }
+            n
+        });
+        let started = std::time::Instant::now();
+        let summary = source.read(None, tx).await.expect("read");
+        let observations = drain.await.unwrap_or(0);
+        let elapsed = started.elapsed();
+        eprintln!(
+            "misp_file: {} attributes -> {} observations ({} skipped) in {:.2?}: {:.0} attributes/s, {:.0} MB/s",
+            summary.items_read,
+            observations,
+            summary.skipped.len(),
+            elapsed,
+            summary.items_read as f64 / elapsed.as_secs_f64(),
+            bytes as f64 / 1e6 / elapsed.as_secs_f64()
+        );
+        assert!(summary.complete);
+        assert_eq!(summary.items_read, (events * per_event) as u64);
+
+        // Where the time goes: parsing alone, then parsing + normalizing without building
+        // observations.
+        let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| !p.ends_with("manifest.json"))
+            .collect();
+        let started = std::time::Instant::now();
+        let mut parsed = 0usize;
+        for file in &files {
+            let bytes = std::fs::read(file).expect("read");
+            let _ = parse_document(&bytes, &mut |item| {
+                if let super::super::model::Item::Event(e) = item {
+                    parsed += e.attributes.len();
+                }
+            });
+        }
+        let parse_only = started.elapsed();
+        let started = std::time::Instant::now();
+        let mut normalized = 0usize;
+        for file in &files {
+            let bytes = std::fs::read(file).expect("read");
+            let _ = parse_document(&bytes, &mut |item| {
+                if let super::super::model::Item::Event(e) = item {
+                    for a in &e.attributes {
+                        let r = tibridge_core::misp::indicators_for_attribute(
+                            a.kind.as_deref().unwrap_or(""),
+                            a.value.as_deref().unwrap_or(""),
+                        );
+                        normalized += r.map_or(0, |v| v.len());
+                    }
+                }
+            });
+        }
+        let with_normalize = started.elapsed();
+        eprintln!(
+            "breakdown: read+parse {parse_only:.2?} ({parsed} attributes, {:.0}/s); read+parse+normalize {with_normalize:.2?} ({normalized} indicators, {:.0}/s)",
+            parsed as f64 / parse_only.as_secs_f64(),
+            parsed as f64 / with_normalize.as_secs_f64()
+        );
+    }
 }
