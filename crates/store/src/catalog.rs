@@ -885,7 +885,7 @@ mod tests {
         let mut b_gone = b.clone();
         b_gone.deleted = true;
         write(&store, &mut read, &[a_gone, b_gone]).await;
-        write(&store, &mut read, &[a.clone()]).await;
+        write(&store, &mut read, std::slice::from_ref(&a)).await;
         assert_eq!(store.finish_read(read, &complete()).await.unwrap(), 1);
         let catalog = store.catalog().await.unwrap();
         assert_eq!(catalog.len(), 1);

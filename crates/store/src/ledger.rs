@@ -10,13 +10,16 @@ use tibridge_core::{Indicator, IndicatorKind};
 use crate::catalog::parse_kind;
 use crate::{Result, Store, MAX_BIND_PARAMS};
 
+/// kind, value, remote_id, added_at, expires_at
+type LedgerRow = (String, String, Option<String>, i64, Option<i64>);
+
 const LEDGER_BINDS: usize = 6;
 const LEDGER_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / LEDGER_BINDS;
 
 impl Store {
     /// Every entry of `sink_id`, in [`Indicator`] order (kind as declared, then value).
     pub async fn ledger(&self, sink_id: &str) -> Result<Vec<LedgerEntry>> {
-        let rows: Vec<(String, String, Option<String>, i64, Option<i64>)> = sqlx::query_as(
+        let rows: Vec<LedgerRow> = sqlx::query_as(
             "SELECT kind, value, remote_id, added_at, expires_at FROM ledger WHERE sink_id = ? ORDER BY kind, value",
         )
         .bind(sink_id)
@@ -105,7 +108,7 @@ mod tests {
         let a = entry(IndicatorKind::Sha256, &"a".repeat(64), Some("rule-17"));
         let b = entry(IndicatorKind::Domain, "evil.example", None);
         store.ledger_add("dsm", &[a.clone(), b.clone()]).await.unwrap();
-        store.ledger_add("apex", &[b.clone()]).await.unwrap();
+        store.ledger_add("apex", std::slice::from_ref(&b)).await.unwrap();
         assert_eq!(store.ledger("dsm").await.unwrap(), vec![a.clone(), b.clone()]);
 
         let mut a2 = a.clone();

@@ -7,6 +7,9 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{count, to_i64, AuditRecord, Result, SinkStatus, Store, SyncRunRecord, MAX_BIND_PARAMS};
 
+/// sink_id, started_at, finished_at, dry_run, additions, removals, failures, outcome
+type SyncRunRow = (String, i64, i64, bool, i64, i64, i64, String);
+
 const AUDIT_BINDS: usize = 7;
 const AUDIT_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / AUDIT_BINDS;
 
@@ -31,7 +34,7 @@ impl Store {
 
     /// The most recent sync runs of `sink_id`, newest first.
     pub async fn sync_runs(&self, sink_id: &str, limit: usize) -> Result<Vec<SyncRunRecord>> {
-        let rows: Vec<(String, i64, i64, bool, i64, i64, i64, String)> = sqlx::query_as(
+        let rows: Vec<SyncRunRow> = sqlx::query_as(
             "SELECT sink_id, started_at, finished_at, dry_run, additions, removals, failures, outcome \
              FROM sync_runs WHERE sink_id = ? ORDER BY id DESC LIMIT ?",
         )
