@@ -8,7 +8,7 @@
 //! Loading must never panic on a malformed file: every problem becomes a [`DatasetError`] that
 //! names the file and the item.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -456,6 +456,10 @@ impl MispDataset {
     pub fn feed_event(&self, uuid: &str) -> Option<Value> {
         let e = self.feed_events().find(|e| e.uuid.eq_ignore_ascii_case(uuid))?;
         let live: Vec<&MispAttribute> = self.attributes.iter().filter(|a| a.event_id == e.id && !a.deleted).collect();
+        Some(Self::feed_event_json(e, &live))
+    }
+
+    fn feed_event_json(e: &MispEvent, live: &[&MispAttribute]) -> Value {
         let flat: Vec<Value> = live.iter().filter(|a| a.object_id == 0).map(|a| feed_attribute(a)).collect();
         let objects: Vec<Value> = e
             .objects
@@ -471,7 +475,7 @@ impl MispDataset {
                 })
             })
             .collect();
-        Some(json!({"Event": {
+        json!({"Event": {
             "uuid": e.uuid, "info": e.info, "threat_level_id": e.threat_level_id.to_string(),
             "analysis": e.analysis.to_string(), "timestamp": e.timestamp.to_string(),
             "publish_timestamp": e.publish_timestamp.to_string(), "published": e.published,
@@ -479,14 +483,25 @@ impl MispDataset {
             "Orgc": {"name": e.orgc.name, "uuid": e.orgc.uuid},
             "Tag": e.tags.iter().map(feed_tag_json).collect::<Vec<_>>(),
             "Attribute": flat, "Object": objects,
-        }}))
+        }})
+    }
+
+    /// Live attributes of every event, grouped once (feeds of large data sets would otherwise
+    /// rescan every attribute per event).
+    fn live_by_event(&self) -> HashMap<u64, Vec<&MispAttribute>> {
+        let mut by_event: HashMap<u64, Vec<&MispAttribute>> = HashMap::new();
+        for a in self.attributes.iter().filter(|a| !a.deleted) {
+            by_event.entry(a.event_id).or_default().push(a);
+        }
+        by_event
     }
 
     /// `hashes.csv` of the feed: `<md5 of value>,<event uuid>`, one line per composite part.
     pub fn feed_hashes_csv(&self) -> String {
         let mut out = String::new();
+        let by_event = self.live_by_event();
         for e in self.feed_events() {
-            for a in self.attributes.iter().filter(|a| a.event_id == e.id && !a.deleted) {
+            for a in by_event.get(&e.id).map(Vec::as_slice).unwrap_or_default() {
                 for part in a.parts() {
                     let digest = Md5::digest(part.as_bytes());
                     for b in digest {
@@ -507,10 +522,10 @@ impl MispDataset {
             std::fs::write(&path, bytes).map_err(|source| DatasetError::Write { path, source })
         };
         std::fs::create_dir_all(dir).map_err(|source| DatasetError::Write { path: dir.to_owned(), source })?;
+        let by_event = self.live_by_event();
         for e in self.feed_events() {
-            if let Some(v) = self.feed_event(&e.uuid) {
-                write(&format!("{}.json", e.uuid), v.to_string().as_bytes())?;
-            }
+            let live = by_event.get(&e.id).map(Vec::as_slice).unwrap_or_default();
+            write(&format!("{}.json", e.uuid), Self::feed_event_json(e, live).to_string().as_bytes())?;
         }
         write("manifest.json", self.feed_manifest().to_string().as_bytes())?;
         write("hashes.csv", self.feed_hashes_csv().as_bytes())

@@ -24,8 +24,9 @@ pub mod dataset;
 pub mod describe;
 pub mod query;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -73,7 +74,15 @@ struct Inner {
     warninglist: HashSet<String>,
     down: bool,
     sightings: Vec<Sighting>,
-    search_bodies: Vec<Value>,
+}
+
+/// The sorted matches of the last restSearch, so paging through a large data set costs one
+/// filter-and-sort, not one per page. Valid while the data set's generation is unchanged.
+#[derive(Debug)]
+struct HitCache {
+    query: Query,
+    generation: u64,
+    hits: Arc<Vec<(usize, usize)>>,
 }
 
 /// Shared state of the MISP simulator; tests hold an `Arc` and change or inspect it while the
@@ -81,6 +90,10 @@ struct Inner {
 #[derive(Debug)]
 pub struct MispState {
     inner: RwLock<Inner>,
+    /// Bumped by every change to the state (any write lock).
+    generation: AtomicU64,
+    cache: Mutex<Option<HitCache>>,
+    search_bodies: Mutex<VecDeque<Value>>,
 }
 
 const MAX_RECORDED_BODIES: usize = 1000;
@@ -101,8 +114,10 @@ impl MispState {
                 warninglist: HashSet::new(),
                 down: false,
                 sightings: Vec::new(),
-                search_bodies: Vec::new(),
             }),
+            generation: AtomicU64::new(0),
+            cache: Mutex::new(None),
+            search_bodies: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -111,7 +126,52 @@ impl MispState {
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// Indices (attribute, event) of every attribute matching `q` in `q`'s order, paging
+    /// aside. `g` must be a read guard of this state.
+    fn hits(&self, g: &Inner, q: &Query) -> Arc<Vec<(usize, usize)>> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut key = q.clone();
+        key.page = 1;
+        {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = cache.as_ref().filter(|c| c.generation == generation && c.query == key) {
+                return c.hits.clone();
+            }
+        }
+        // Event-level filters once per event, not once per attribute.
+        let events: HashMap<u64, (usize, &MispEvent)> = g
+            .data
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| q.event_matches(e, false))
+            .map(|(i, e)| (e.id, (i, e)))
+            .collect();
+        let mut found: Vec<(&MispAttribute, &MispEvent, (usize, usize))> = g
+            .data
+            .attributes
+            .iter()
+            .enumerate()
+            .filter_map(|(ai, a)| {
+                let (ei, e) = *events.get(&a.event_id)?;
+                q.attribute_matches(a, e, true).then_some((a, e, (ai, ei)))
+            })
+            .collect();
+        if let Some((field, asc)) = q.order {
+            sort_attributes(&mut found, field);
+            if !asc {
+                found.reverse();
+            }
+        }
+        let hits = Arc::new(found.into_iter().map(|(_, _, idx)| idx).collect::<Vec<_>>());
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(HitCache { query: key, generation, hits: hits.clone() });
+        hits
     }
 
     /// Accept another key too (e.g. a second user).
@@ -155,7 +215,7 @@ impl MispState {
 
     /// The restSearch bodies received, oldest first (the last 1000).
     pub fn search_bodies(&self) -> Vec<Value> {
-        self.read().search_bodies.clone()
+        self.search_bodies.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
     /// Add an event; returns its id. Its timestamp is now.
@@ -436,7 +496,10 @@ fn search_body(method: &Method, uri: &Uri, body: &Bytes) -> Result<Value, Respon
 }
 
 fn json_response(value: &Value, count: usize, skipped: usize) -> Response {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    json_bytes_response(serde_json::to_vec(value).unwrap_or_default(), count, skipped)
+}
+
+fn json_bytes_response(bytes: Vec<u8>, count: usize, skipped: usize) -> Response {
     let mut resp = Response::new(Body::from(bytes));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -448,11 +511,11 @@ fn json_response(value: &Value, count: usize, skipped: usize) -> Response {
 }
 
 fn record(state: &MispState, body: &Value) {
-    let mut g = state.write();
-    if g.search_bodies.len() >= MAX_RECORDED_BODIES {
-        g.search_bodies.remove(0);
+    let mut bodies = state.search_bodies.lock().unwrap_or_else(|e| e.into_inner());
+    if bodies.len() >= MAX_RECORDED_BODIES {
+        bodies.pop_front();
     }
-    g.search_bodies.push(body.clone());
+    bodies.push_back(body.clone());
 }
 
 /// Slice page `page` (1-based) of `limit` items; no limit = everything.
@@ -483,88 +546,180 @@ async fn attributes_search(State(state): State<Arc<MispState>>, method: Method, 
         Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid parameter.", &e.to_string(), uri.path()),
     };
     let g = state.read();
-    let events: HashMap<u64, &MispEvent> = g.data.events.iter().map(|e| (e.id, e)).collect();
-    let mut hits: Vec<(&MispAttribute, &MispEvent)> = g
-        .data
-        .attributes
+    let hits = state.hits(&g, &q);
+    let page = page_of(hits.iter().copied().collect(), q.limit, q.page);
+    let before = page.len();
+    let page: Vec<&(usize, usize)> = page
         .iter()
-        .filter_map(|a| {
-            let e = *events.get(&a.event_id)?;
-            (q.event_matches(e, false) && q.attribute_matches(a, e, true)).then_some((a, e))
+        .filter(|(ai, _)| {
+            !q.enforce_warninglist || g.data.attributes.get(*ai).map_or(true, |a| !warninglisted(&g.warninglist, a))
         })
         .collect();
-    if let Some((field, asc)) = q.order {
-        sort_attributes(&mut hits, field);
-        if !asc {
-            hits.reverse();
+    let skipped = before - page.len();
+    let out: Vec<AttrOut<'_>> = page
+        .iter()
+        .filter_map(|(ai, ei)| Some(AttrOut::new(g.data.attributes.get(*ai)?, g.data.events.get(*ei)?, &q)))
+        .collect();
+    let count = out.len();
+    let bytes = serde_json::to_vec(&AttributesReply { response: AttributeList { attribute: out } }).unwrap_or_default();
+    json_bytes_response(bytes, count, skipped)
+}
+
+/// `{"response":{"Attribute":[...]}}`, serialized straight from the data set.
+#[derive(Serialize)]
+struct AttributesReply<'a> {
+    response: AttributeList<'a>,
+}
+
+#[derive(Serialize)]
+struct AttributeList<'a> {
+    #[serde(rename = "Attribute")]
+    attribute: Vec<AttrOut<'a>>,
+}
+
+/// One attribute as restSearch shows it: ids and times as strings, flags as booleans.
+#[derive(Serialize)]
+struct AttrOut<'a> {
+    id: String,
+    event_id: String,
+    object_id: String,
+    object_relation: &'a Option<String>,
+    category: &'a str,
+    #[serde(rename = "type")]
+    attr_type: &'a str,
+    to_ids: bool,
+    uuid: &'a str,
+    timestamp: String,
+    distribution: String,
+    sharing_group_id: &'static str,
+    comment: &'a str,
+    deleted: bool,
+    disable_correlation: bool,
+    first_seen: &'a Option<String>,
+    last_seen: &'a Option<String>,
+    value: &'a str,
+    #[serde(rename = "Event")]
+    event: EventOut<'a>,
+    #[serde(rename = "Object", skip_serializing_if = "Option::is_none")]
+    object: Option<Value>,
+    #[serde(rename = "Tag", skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<TagOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_uuid: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EventOut<'a> {
+    Short {
+        org_id: String,
+        distribution: String,
+        id: String,
+        info: &'a str,
+        orgc_id: String,
+        uuid: &'a str,
+        publish_timestamp: String,
+    },
+    Context(Value),
+}
+
+#[derive(Serialize)]
+struct TagOut<'a> {
+    id: String,
+    name: &'a str,
+    colour: &'a str,
+    exportable: bool,
+    numerical_value: Option<i64>,
+    local: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inherited: Option<u8>,
+}
+
+impl<'a> TagOut<'a> {
+    fn new(t: &'a MispTag, inherited: bool) -> Self {
+        TagOut {
+            id: t.id.to_string(),
+            name: &t.name,
+            colour: &t.colour,
+            exportable: true,
+            numerical_value: None,
+            local: u8::from(t.local),
+            inherited: inherited.then_some(1),
         }
     }
-    let page = page_of(hits, q.limit, q.page);
-    let before = page.len();
-    let page: Vec<(&MispAttribute, &MispEvent)> = if q.enforce_warninglist {
-        page.into_iter().filter(|(a, _)| !warninglisted(&g.warninglist, a)).collect()
-    } else {
-        page
-    };
-    let skipped = before - page.len();
-    let rendered: Vec<Value> = page.iter().map(|(a, e)| render_attribute(a, e, &q)).collect();
-    let count = rendered.len();
-    json_response(&json!({"response": {"Attribute": rendered}}), count, skipped)
 }
 
-fn sort_attributes(hits: &mut [(&MispAttribute, &MispEvent)], field: OrderField) {
-    match field {
-        OrderField::Id => hits.sort_by_key(|(a, _)| a.id),
-        OrderField::EventId => hits.sort_by_key(|(a, _)| (a.event_id, a.id)),
-        OrderField::Timestamp => hits.sort_by_key(|(a, _)| (a.timestamp, a.id)),
-        OrderField::Type => hits.sort_by(|x, y| (&x.0.attr_type, x.0.id).cmp(&(&y.0.attr_type, y.0.id))),
-        OrderField::Category => hits.sort_by(|x, y| (&x.0.category, x.0.id).cmp(&(&y.0.category, y.0.id))),
-        OrderField::Value => hits.sort_by(|x, y| (&x.0.value, x.0.id).cmp(&(&y.0.value, y.0.id))),
-        OrderField::PublishTimestamp => hits.sort_by_key(|(a, e)| (e.publish_timestamp, a.id)),
-    }
-}
-
-fn render_attribute(a: &MispAttribute, e: &MispEvent, q: &Query) -> Value {
-    let mut v = dataset::api_attribute_core(a);
-    let Some(m) = v.as_object_mut() else { return v };
-    let event = if q.include_context {
-        json!({"id": e.id.to_string(), "org_id": e.org.id.to_string(), "orgc_id": e.orgc.id.to_string(),
+impl<'a> AttrOut<'a> {
+    fn new(a: &'a MispAttribute, e: &'a MispEvent, q: &Query) -> Self {
+        let event = if q.include_context {
+            EventOut::Context(
+                json!({"id": e.id.to_string(), "org_id": e.org.id.to_string(), "orgc_id": e.orgc.id.to_string(),
                "date": e.date, "threat_level_id": e.threat_level_id.to_string(), "info": e.info,
                "published": e.published, "uuid": e.uuid, "analysis": e.analysis.to_string(),
                "timestamp": e.timestamp.to_string(), "distribution": e.distribution.to_string(),
                "publish_timestamp": e.publish_timestamp.to_string(), "sharing_group_id": "0",
                "Orgc": {"id": e.orgc.id.to_string(), "name": e.orgc.name, "uuid": e.orgc.uuid},
-               "Tag": e.tags.iter().map(dataset::tag_json).collect::<Vec<_>>()})
-    } else {
-        json!({"org_id": e.org.id.to_string(), "distribution": e.distribution.to_string(), "id": e.id.to_string(),
-               "info": e.info, "orgc_id": e.orgc.id.to_string(), "uuid": e.uuid,
-               "publish_timestamp": e.publish_timestamp.to_string()})
-    };
-    m.insert("Event".into(), event);
-    if a.object_id != 0 {
-        if let Some(o) = e.objects.iter().find(|o| o.id == a.object_id) {
-            m.insert(
-                "Object".into(),
-                json!({"id": o.id.to_string(), "distribution": "5", "sharing_group_id": "0",
-                       "name": o.name, "meta-category": o.meta_category, "uuid": o.uuid}),
-            );
-        }
-    }
-    if q.include_event_tags && !e.tags.is_empty() {
-        let mut tags: Vec<Value> = a.tags.iter().map(dataset::tag_json).collect();
-        for t in &e.tags {
-            let mut tv = dataset::tag_json(t);
-            if let Some(tm) = tv.as_object_mut() {
-                tm.insert("inherited".into(), json!(1));
+               "Tag": e.tags.iter().map(dataset::tag_json).collect::<Vec<_>>()}),
+            )
+        } else {
+            EventOut::Short {
+                org_id: e.org.id.to_string(),
+                distribution: e.distribution.to_string(),
+                id: e.id.to_string(),
+                info: &e.info,
+                orgc_id: e.orgc.id.to_string(),
+                uuid: &e.uuid,
+                publish_timestamp: e.publish_timestamp.to_string(),
             }
-            tags.push(tv);
+        };
+        let object = if a.object_id == 0 {
+            None
+        } else {
+            e.objects.iter().find(|o| o.id == a.object_id).map(|o| {
+                json!({"id": o.id.to_string(), "distribution": "5", "sharing_group_id": "0",
+                       "name": o.name, "meta-category": o.meta_category, "uuid": o.uuid})
+            })
+        };
+        let mut tags: Vec<TagOut<'a>> = a.tags.iter().map(|t| TagOut::new(t, false)).collect();
+        if q.include_event_tags {
+            tags.extend(e.tags.iter().map(|t| TagOut::new(t, true)));
         }
-        m.insert("Tag".into(), Value::Array(tags));
+        AttrOut {
+            id: a.id.to_string(),
+            event_id: a.event_id.to_string(),
+            object_id: a.object_id.to_string(),
+            object_relation: &a.object_relation,
+            category: &a.category,
+            attr_type: &a.attr_type,
+            to_ids: a.to_ids,
+            uuid: &a.uuid,
+            timestamp: a.timestamp.to_string(),
+            distribution: a.distribution.to_string(),
+            sharing_group_id: "0",
+            comment: &a.comment,
+            deleted: a.deleted,
+            disable_correlation: a.disable_correlation,
+            first_seen: &a.first_seen,
+            last_seen: &a.last_seen,
+            value: &a.value,
+            event,
+            object,
+            tags,
+            event_uuid: q.include_event_uuid.then_some(e.uuid.as_str()),
+        }
     }
-    if q.include_event_uuid {
-        m.insert("event_uuid".into(), json!(e.uuid));
+}
+
+fn sort_attributes(hits: &mut [(&MispAttribute, &MispEvent, (usize, usize))], field: OrderField) {
+    match field {
+        OrderField::Id => hits.sort_by_key(|(a, _, _)| a.id),
+        OrderField::EventId => hits.sort_by_key(|(a, _, _)| (a.event_id, a.id)),
+        OrderField::Timestamp => hits.sort_by_key(|(a, _, _)| (a.timestamp, a.id)),
+        OrderField::Type => hits.sort_by(|x, y| (&x.0.attr_type, x.0.id).cmp(&(&y.0.attr_type, y.0.id))),
+        OrderField::Category => hits.sort_by(|x, y| (&x.0.category, x.0.id).cmp(&(&y.0.category, y.0.id))),
+        OrderField::Value => hits.sort_by(|x, y| (&x.0.value, x.0.id).cmp(&(&y.0.value, y.0.id))),
+        OrderField::PublishTimestamp => hits.sort_by_key(|(a, e, _)| (e.publish_timestamp, a.id)),
     }
-    v
 }
 
 async fn events_search(State(state): State<Arc<MispState>>, method: Method, uri: Uri, body: Bytes) -> Response {
@@ -582,6 +737,8 @@ async fn events_search(State(state): State<Arc<MispState>>, method: Method, uri:
     // Event tags decide for events; attribute-level tags do not hide attributes here.
     let mut attr_q = q.clone();
     attr_q.tags = query::Terms::default();
+    // `uuid` names the event in this scope, not its attributes.
+    attr_q.uuids = query::Terms::default();
     let mut by_event: HashMap<u64, usize> = HashMap::new();
     for a in &g.data.attributes {
         if let Some(e) = g.data.event(a.event_id) {
@@ -854,6 +1011,16 @@ mod tests {
         assert_eq!(v["response"].as_array().unwrap().len(), 1);
         assert_eq!(v["response"][0]["Event"]["Attribute"].as_array().unwrap().len(), 3);
         assert_eq!(v["response"][0]["Event"]["id"], e.to_string());
+        let event_uuid = state.dataset().events[0].uuid.clone();
+        let body = json!({"uuid": event_uuid, "limit": 0}).to_string();
+        let (_, _, v) = call(&state, "POST", "/events/restSearch", Some(KEY), &body).await;
+        assert_eq!(v["response"][0]["Event"]["Attribute"].as_array().unwrap().len(), 3, "{v}");
+        let (_, _, v) = call(&state, "POST", "/events/restSearch", Some(KEY), r#"{"metadata":1,"type":"url"}"#).await;
+        assert!(v["response"][0]["Event"].get("Attribute").is_none());
+        let (_, _, v) = call(&state, "POST", "/events/restSearch", Some(KEY), r#"{"type":"ip-dst"}"#).await;
+        assert_eq!(v["response"].as_array().unwrap().len(), 0);
+        let (_, _, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), r#"{"limit":0,"page":3}"#).await;
+        assert_eq!(v["response"]["Attribute"].as_array().unwrap().len(), 3);
         let uuid = state.dataset().attributes[0].uuid.clone();
         let before = state.attribute(&uuid).unwrap().timestamp;
         let after = state.soft_delete_attribute(&uuid).unwrap();

@@ -333,7 +333,8 @@ impl Query {
             include_event_uuid: bool_of("includeEventUuid", get("includeEventUuid"))?,
             include_context: bool_of("includeContext", get("includeContext"))?,
             metadata: bool_of("metadata", get("metadata"))?,
-            limit: usize_of("limit", get("limit"))?,
+            // MISP reads `limit: 0` as no limit, not as an empty page.
+            limit: usize_of("limit", get("limit"))?.filter(|l| *l > 0),
             page,
             order,
         })
@@ -375,12 +376,10 @@ impl Query {
                 return false;
             }
         }
-        let id = e.id.to_string();
-        if !self.eventids.matches_any_of(&[&id, &e.uuid]) {
+        if !self.eventids.is_empty() && !self.eventids.matches_any_of(&[&e.id.to_string(), &e.uuid]) {
             return false;
         }
-        let orgc_id = e.orgc.id.to_string();
-        if !self.orgs.matches_any_of(&[&e.orgc.name, &orgc_id, &e.orgc.uuid]) {
+        if !self.orgs.is_empty() && !self.orgs.matches_any_of(&[&e.orgc.name, &e.orgc.id.to_string(), &e.orgc.uuid]) {
             return false;
         }
         if check_tags && !tags_match(&self.tags, e.tags.iter()) {
