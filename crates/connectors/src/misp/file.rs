@@ -394,6 +394,10 @@ mod tests {
         );
         assert!(summary.complete);
         assert_eq!(summary.items_read, (events * per_event) as u64);
+        let peak_kb = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+        });
+        eprintln!("peak resident memory of the test process so far: {}", peak_kb.as_deref().unwrap_or("unknown"));
 
         // Where the time goes: parsing alone, then parsing + normalizing without building
         // observations.
