@@ -1210,6 +1210,21 @@ mod tests {
     }
 
     #[test]
+    fn next_links_are_followed_only_to_the_configured_origin() {
+        let client = crate::http::HttpClientBuilder::new("t").build().expect("client");
+        let api = Api::new("v1".into(), "https://api.xdr.trendmicro.com", Secret::new("k"), client).expect("api");
+        assert!(api.same_origin("https://api.xdr.trendmicro.com/v3.0/oat/detections?skipToken=abc").is_ok());
+        for bad in [
+            "https://evil.example/v3.0/oat/detections?skipToken=abc",
+            "http://api.xdr.trendmicro.com/v3.0/oat/detections",
+            "https://api.xdr.trendmicro.com:8443/v3.0/oat/detections",
+            "/v3.0/oat/detections?skipToken=abc",
+        ] {
+            assert!(api.same_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn ids_come_from_the_last_segment_of_a_location() {
         assert_eq!(
             last_segment("https://h/v3.0/threatintel/intelligenceReports/report--84e4d88f").as_deref(),
