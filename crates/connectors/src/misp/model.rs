@@ -702,4 +702,38 @@ mod tests {
         .unwrap();
         assert_eq!(n, 1);
     }
+
+    #[test]
+    fn truncated_and_corrupted_documents_never_panic() {
+        let fixtures = [
+            include_bytes!("../../testdata/misp/event.json").as_slice(),
+            include_bytes!("../../testdata/misp/attributes_restsearch.json").as_slice(),
+            include_bytes!("../../testdata/misp/events_restsearch.json").as_slice(),
+        ];
+        for doc in fixtures {
+            for cut in 0..doc.len() {
+                let _ = parse_document(&doc[..cut], &mut |_| {});
+            }
+            // Deterministic byte corruption: every 7th position set to each of a few hostile bytes.
+            for (step, byte) in [(7usize, b'"'), (11, b'{'), (13, b']'), (17, 0xff), (19, b'\\')] {
+                let mut bad = doc.to_vec();
+                for i in (0..bad.len()).step_by(step) {
+                    bad[i] = byte;
+                }
+                let _ = parse_document(&bad, &mut |_| {});
+            }
+        }
+        // Deep nesting in any field is skipped without recursion (serde_json ignores values
+        // iteratively) or refused by its recursion limit: either way, no stack overflow.
+        for (open, close) in [("[", "]"), ("{\"x\":", "}")] {
+            let deep = format!(
+                "{{\"Event\":{{\"Attribute\":{}1{}, \"info\":{}1{}}}}}",
+                open.repeat(100_000),
+                close.repeat(100_000),
+                open.repeat(100_000),
+                close.repeat(100_000)
+            );
+            let _ = parse_document(deep.as_bytes(), &mut |_| {});
+        }
+    }
 }
