@@ -815,6 +815,18 @@ impl VisionOneSink {
                 chunks.push(first);
                 continue;
             }
+            if status == 413 {
+                // One item alone is over the limit: that item fails, the rest goes on.
+                for (index, _) in &chunk {
+                    if let Some(slot) = outcomes.get_mut(*index) {
+                        *slot = Some(ItemOutcome::Failed {
+                            reason: format!("{what}: this item alone is larger than Vision One accepts (HTTP 413)"),
+                            retryable: false,
+                        });
+                    }
+                }
+                continue;
+            }
             if status != 207 {
                 let reason = format!("{what}: {}", reply_error(&reply));
                 if !any_done {

@@ -249,6 +249,18 @@ async fn a_413_splits_the_batch_until_it_fits() {
     let outcomes = sink.add(&batch).await.expect("add");
     assert!(outcomes.iter().all(|o| *o == ItemOutcome::Done { remote_id: None }), "{outcomes:?}");
     assert_eq!(s.suspicious_objects().len(), 100);
+
+    // An item too large on its own fails alone; its neighbours are added.
+    let mut huge = entry(IndicatorKind::Domain, "huge.example", None);
+    huge.provenance = "x".repeat(200);
+    let tiny = VisionOneConfig { max_body_bytes: 250, ..Default::default() };
+    let (s2, _server2, base2) = v1(tiny).await;
+    let sink = VisionOneSink::new("v1so".into(), &base2, v1_token(), fast_client("v1so")).expect("sink");
+    let outcomes =
+        sink.add(&[entry(IndicatorKind::Domain, "a.example", None), huge]).await.expect("the first item is added");
+    assert_eq!(outcomes[0], ItemOutcome::Done { remote_id: None });
+    assert!(matches!(&outcomes[1], ItemOutcome::Failed { retryable: false, reason } if reason.contains("413")));
+    assert_eq!(s2.suspicious_objects().len(), 1);
 }
 
 #[tokio::test]
