@@ -257,6 +257,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let t = Instant::now();
+    let c = cpu_seconds();
     let mut indicators = 0u64;
     let mut observations = 0u64;
     store
@@ -266,16 +267,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     println!(
-        "catalog_each: {indicators} indicators, {observations} observations in {:.2}s; VmHWM {} MiB",
+        "catalog_each: {indicators} indicators, {observations} observations in {:.2}s wall, {:.2}s CPU; VmHWM {} MiB",
         t.elapsed().as_secs_f64(),
+        cpu_seconds() - c,
         status_kib("VmHWM:") / 1024
     );
     let t = Instant::now();
+    let c = cpu_seconds();
     let catalog = store.catalog().await?;
     println!(
-        "catalog(): {} indicators in {:.2}s; VmRSS {} MiB, VmHWM {} MiB",
+        "catalog(): {} indicators in {:.2}s wall, {:.2}s CPU; VmRSS {} MiB, VmHWM {} MiB",
         catalog.len(),
         t.elapsed().as_secs_f64(),
+        cpu_seconds() - c,
         status_kib("VmRSS:") / 1024,
         status_kib("VmHWM:") / 1024
     );

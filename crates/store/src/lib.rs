@@ -277,6 +277,9 @@ impl Store {
             // The writer's page cache is what keeps the key indexes hot between batches.
             .idle_timeout(None)
             .max_lifetime(None)
+            // Writes queue behind the one writer: a large read's merge can hold it for a
+            // while on a slow disk, and waiting is better than failing the other write.
+            .acquire_timeout(Duration::from_secs(300))
             .connect_with(options.clone().pragma("cache_size", format!("-{WRITER_CACHE_KIB}")))
             .await?;
         MIGRATOR.run(&writer).await?;
