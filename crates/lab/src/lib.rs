@@ -374,6 +374,17 @@ mod tests {
         assert!(serde_json::from_str::<LabConfig>(r#"{"mips": {}}"#).is_err());
     }
 
+    #[test]
+    fn example_toml_config_parses() {
+        let text = include_str!("../testdata/lab.toml");
+        let c: LabConfig = toml::from_str(text).unwrap();
+        assert_eq!(c.deep_security.settings.mode, deep_security::DsMode::C1ws);
+        assert_eq!(c.apex_central.faults.latency, std::time::Duration::from_millis(20));
+        assert_eq!(c.misp.settings.generate.events, 100);
+        assert!(!c.intezer.enabled);
+        assert_eq!(toml::from_str::<LabConfig>("").unwrap(), LabConfig::default());
+    }
+
     #[tokio::test]
     async fn starts_everything_on_distinct_loopback_ports() {
         let lab = Lab::start(LabConfig::default()).await.unwrap();
