@@ -986,7 +986,7 @@ fn header_entry<'a>(item: &'a Value, name: &str) -> Option<&'a str> {
 /// The last path segment of a `Location`/`Operation-Location` value: the id it names.
 fn last_segment(link: &str) -> Option<String> {
     let url = Url::parse(link).ok()?;
-    let segment = url.path_segments()?.filter(|s| !s.is_empty()).last()?;
+    let segment = url.path_segments()?.rev().find(|s| !s.is_empty())?;
     let decoded = percent_decode(segment);
     if decoded.is_empty() || decoded.contains('/') {
         None
