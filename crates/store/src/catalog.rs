@@ -948,7 +948,7 @@ mod tests {
     #[tokio::test]
     async fn batches_larger_than_one_statement_are_chunked() {
         let (_dir, store) = temp_store().await;
-        let n = STAGE_ROWS_PER_STATEMENT * 2 + 17;
+        let n = (STAGE_ROWS_PER_STATEMENT * 2 + 17).max(COMPARE_ROWS_PER_STATEMENT + 500);
         let batch: Vec<Observation> =
             (0..n).map(|i| bare(&format!("r{i}"), IndicatorKind::Domain, &format!("h{}.example", i % 1000))).collect();
         let mut read = store.begin_read("misp").await.unwrap();
@@ -965,6 +965,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((groups, observations), (1000, n));
+
+        // A second read compares with the catalog in statements of many rows; some changed,
+        // some gone (retired by the complete read).
+        let n2 = COMPARE_ROWS_PER_STATEMENT + 100;
+        let mut next: Vec<Observation> = batch.iter().take(n2.min(n)).cloned().collect();
+        for o in next.iter_mut().step_by(10) {
+            o.confidence = Some(50);
+        }
+        let changed = next.iter().step_by(10).count() as u64;
+        let mut read = store.begin_read("misp").await.unwrap();
+        let stats = write(&store, &mut read, &next).await;
+        assert_eq!(stats, WriteStats { inserted: 0, updated: changed, unchanged: next.len() as u64 - changed });
+        let retired = store.finish_read(read, &complete()).await.unwrap();
+        assert_eq!(retired, (n - next.len()) as u64);
     }
 
     #[tokio::test]
