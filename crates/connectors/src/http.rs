@@ -55,19 +55,14 @@ impl SecretRef {
             SecretRef::Env { env } => {
                 let value = std::env::var(env).map_err(|e| match e {
                     std::env::VarError::NotPresent => SecretError::EnvMissing { name: env.clone() },
-                    std::env::VarError::NotUnicode(_) => {
-                        SecretError::EnvNotUnicode { name: env.clone() }
-                    }
+                    std::env::VarError::NotUnicode(_) => SecretError::EnvNotUnicode { name: env.clone() },
                 })?;
                 (value, format!("environment variable {env}"))
             }
             SecretRef::File { file } => {
-                let bytes = std::fs::read(file).map_err(|source| SecretError::FileRead {
-                    path: file.clone(),
-                    source,
-                })?;
-                let value = String::from_utf8(bytes)
-                    .map_err(|_| SecretError::FileNotUnicode { path: file.clone() })?;
+                let bytes =
+                    std::fs::read(file).map_err(|source| SecretError::FileRead { path: file.clone(), source })?;
+                let value = String::from_utf8(bytes).map_err(|_| SecretError::FileNotUnicode { path: file.clone() })?;
                 (value, format!("file {}", file.display()))
             }
         };
@@ -128,32 +123,13 @@ pub enum HttpError {
     #[error("{target}: cannot build the HTTP client: {reason}")]
     Build { target: String, reason: String },
     #[error("{target}: {what}: cannot build the request: {reason}")]
-    Request {
-        target: String,
-        what: String,
-        reason: String,
-    },
+    Request { target: String, what: String, reason: String },
     #[error("{target}: {what}: {reason} (gave up after {attempts} attempt(s))")]
-    Transport {
-        target: String,
-        what: String,
-        reason: String,
-        attempts: u32,
-    },
+    Transport { target: String, what: String, reason: String, attempts: u32 },
     #[error("{target}: {what}: HTTP {status} (gave up after {attempts} attempt(s)){}", excerpt_suffix(.body_excerpt))]
-    Status {
-        target: String,
-        what: String,
-        status: u16,
-        attempts: u32,
-        body_excerpt: String,
-    },
+    Status { target: String, what: String, status: u16, attempts: u32, body_excerpt: String },
     #[error("{target}: {what}: the reply is larger than the {limit} bytes accepted")]
-    TooLarge {
-        target: String,
-        what: String,
-        limit: usize,
-    },
+    TooLarge { target: String, what: String, limit: usize },
 }
 
 fn excerpt_suffix(excerpt: &str) -> String {
@@ -170,9 +146,7 @@ impl HttpError {
         match self {
             HttpError::Transport { .. } => true,
             HttpError::Status { status, .. } => is_retryable_status(*status),
-            HttpError::Build { .. } | HttpError::Request { .. } | HttpError::TooLarge { .. } => {
-                false
-            }
+            HttpError::Build { .. } | HttpError::Request { .. } | HttpError::TooLarge { .. } => false,
         }
     }
 }
@@ -241,17 +215,11 @@ impl RetryPolicy {
     /// The wait after failed attempt number `attempt` (1-based): exponential with "equal jitter"
     /// (half fixed, half random), so many clients hit by the same outage do not retry in step.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
+        let exp = self.initial_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
         let capped = exp.min(self.max_backoff);
         let half = capped / 2;
         let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-        let extra = if jitter_ms == 0 {
-            0
-        } else {
-            rand::thread_rng().gen_range(0..=jitter_ms)
-        };
+        let extra = if jitter_ms == 0 { 0 } else { rand::thread_rng().gen_range(0..=jitter_ms) };
         half + Duration::from_millis(extra)
     }
 }
@@ -262,14 +230,9 @@ pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Durat
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let when =
-        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let when = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
     let delta = when - now;
-    Some(if delta.is_negative() {
-        Duration::ZERO
-    } else {
-        delta.unsigned_abs()
-    })
+    Some(if delta.is_negative() { Duration::ZERO } else { delta.unsigned_abs() })
 }
 
 /// A token bucket shared by every clone of a client: `per_minute` requests a minute, in bursts
@@ -286,11 +249,7 @@ impl RateLimiter {
     pub fn new(per_minute: u32, burst: u32) -> Self {
         let per_minute = per_minute.max(1);
         let burst = f64::from(burst.max(1));
-        RateLimiter {
-            per_second: f64::from(per_minute) / 60.0,
-            burst,
-            state: Mutex::new((burst, Instant::now())),
-        }
+        RateLimiter { per_second: f64::from(per_minute) / 60.0, burst, state: Mutex::new((burst, Instant::now())) }
     }
 
     /// Waits until a request may go.
@@ -339,11 +298,7 @@ pub struct HttpOptions {
 impl HttpOptions {
     /// A builder with these options applied; `default_per_minute` is the connector's own
     /// rate limit when the config sets none (the vendor's documented limit, if any).
-    pub fn builder(
-        &self,
-        target: impl Into<String>,
-        default_per_minute: Option<u32>,
-    ) -> HttpClientBuilder {
+    pub fn builder(&self, target: impl Into<String>, default_per_minute: Option<u32>) -> HttpClientBuilder {
         let mut builder = HttpClientBuilder::new(target)
             .ca_bundle(self.ca_bundle.clone())
             .insecure_skip_verify(self.insecure_skip_verify);
@@ -354,10 +309,7 @@ impl HttpOptions {
             builder = builder.connect_timeout(Duration::from_secs(secs.max(1)));
         }
         if let Some(attempts) = self.max_attempts {
-            builder = builder.retry(RetryPolicy {
-                max_attempts: attempts.max(1),
-                ..RetryPolicy::default()
-            });
+            builder = builder.retry(RetryPolicy { max_attempts: attempts.max(1), ..RetryPolicy::default() });
         }
         let per_minute = self.rate_limit_per_minute.or(default_per_minute);
         builder.rate_limit(per_minute, per_minute.map_or(1, |n| (n / 12).max(1)))
@@ -438,10 +390,7 @@ impl HttpClientBuilder {
     }
 
     pub fn build(self) -> Result<HttpClient, HttpError> {
-        let build_error = |reason: String| HttpError::Build {
-            target: self.target.clone(),
-            reason,
-        };
+        let build_error = |reason: String| HttpError::Build { target: self.target.clone(), reason };
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(self.connect_timeout)
@@ -462,31 +411,22 @@ impl HttpClientBuilder {
             );
             builder = builder.danger_accept_invalid_certs(true);
         }
-        let inner = builder
-            .build()
-            .map_err(|e| build_error(describe_reqwest(e)))?;
+        let inner = builder.build().map_err(|e| build_error(describe_reqwest(e)))?;
         Ok(HttpClient {
             inner,
             target: Arc::from(self.target.as_str()),
             retry: self.retry,
-            limiter: self
-                .per_minute
-                .map(|(n, burst)| Arc::new(RateLimiter::new(n, burst))),
+            limiter: self.per_minute.map(|(n, burst)| Arc::new(RateLimiter::new(n, burst))),
             max_body: self.max_body,
+            hold: Arc::new(Mutex::new(None)),
         })
     }
 }
 
 fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("cannot read CA bundle {}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-        format!(
-            "CA bundle {} is not PEM certificates: {}",
-            path.display(),
-            describe_reqwest(e)
-        )
-    })?;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read CA bundle {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("CA bundle {} is not PEM certificates: {}", path.display(), describe_reqwest(e)))?;
     if certs.is_empty() {
         return Err(format!("CA bundle {} holds no certificate", path.display()));
     }
@@ -517,10 +457,7 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
         end -= 1;
     }
     let cut = &text[..end];
-    let cut: String = cut
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let cut: String = cut.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if end < text.len() {
         format!("{cut}…")
     } else {
@@ -529,7 +466,7 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 }
 
 /// An HTTP client for one target: TLS verified, timeouts, retries, rate limit. Clones share the
-/// connection pool and the rate limiter.
+/// connection pool, the rate limiter and the `Retry-After` hold.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
@@ -537,6 +474,10 @@ pub struct HttpClient {
     retry: RetryPolicy,
     limiter: Option<Arc<RateLimiter>>,
     max_body: usize,
+    /// Set when the target answered `Retry-After`: no request of this client (or its clones)
+    /// goes out before then, so concurrent requests do not keep hitting a server that asked
+    /// everyone to wait.
+    hold: Arc<Mutex<Option<Instant>>>,
 }
 
 impl HttpClient {
@@ -566,6 +507,7 @@ impl HttpClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            self.wait_for_hold().await;
             if let Some(limiter) = &self.limiter {
                 limiter.acquire().await;
             }
@@ -616,40 +558,49 @@ impl HttpClient {
             if started.elapsed() + wait > self.retry.max_total {
                 return Err(failure);
             }
+            if let Some(delay) = retry_after {
+                self.hold_for(delay);
+            }
             tracing::debug!(connector = %self.target, what, attempt, wait_ms = wait.as_millis() as u64, error = %failure, "retrying");
             tokio::time::sleep(wait).await;
         }
     }
 
+    /// Holds every request of this client for `delay` (the longest hold wins).
+    fn hold_for(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        let mut hold = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+        match *hold {
+            Some(current) if current >= until => {}
+            _ => *hold = Some(until),
+        }
+    }
+
+    async fn wait_for_hold(&self) {
+        let until = *self.hold.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = until {
+            let now = Instant::now();
+            if until > now {
+                tokio::time::sleep(until - now).await;
+            }
+        }
+    }
+
     async fn attempt(&self, request: reqwest::RequestBuilder) -> Result<HttpReply, AttemptError> {
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| AttemptError::Transport(describe_reqwest(e)))?;
+        let mut response = request.send().await.map_err(|e| AttemptError::Transport(describe_reqwest(e)))?;
         let status = response.status();
         let headers = std::mem::take(response.headers_mut());
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_body as u64)
-        {
+        if response.content_length().is_some_and(|n| n > self.max_body as u64) {
             return Err(AttemptError::TooLarge);
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| AttemptError::Transport(describe_reqwest(e)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| AttemptError::Transport(describe_reqwest(e)))? {
             if body.len() + chunk.len() > self.max_body {
                 return Err(AttemptError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(HttpReply {
-            status,
-            headers,
-            body,
-        })
+        Ok(HttpReply { status, headers, body })
     }
 }
 
@@ -667,12 +618,8 @@ mod tests {
 
     /// A loopback server answering each connection with the next scripted raw reply; `None`
     /// closes the connection without a byte. Counts requests and keeps their heads.
-    async fn scripted(
-        replies: Vec<Option<String>>,
-    ) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
+    async fn scripted(replies: Vec<Option<String>>) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("addr");
         let count = Arc::new(AtomicUsize::new(0));
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -683,10 +630,7 @@ mod tests {
                 let mut buf = vec![0u8; 16 * 1024];
                 let n = stream.read(&mut buf).await.unwrap_or(0);
                 count2.fetch_add(1, Ordering::SeqCst);
-                heads2
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(String::from_utf8_lossy(&buf[..n]).to_string());
+                heads2.lock().unwrap_or_else(|e| e.into_inner()).push(String::from_utf8_lossy(&buf[..n]).to_string());
                 match replies.next().flatten() {
                     Some(reply) => {
                         let _ = stream.write_all(reply.as_bytes()).await;
@@ -716,10 +660,7 @@ mod tests {
     }
 
     fn client() -> HttpClient {
-        HttpClientBuilder::new("test-target")
-            .retry(fast_retry())
-            .build()
-            .expect("client")
+        HttpClientBuilder::new("test-target").retry(fast_retry()).build().expect("client")
     }
 
     #[tokio::test]
@@ -732,10 +673,7 @@ mod tests {
         ])
         .await;
         let c = client();
-        let r = c
-            .send("get thing", |http| Ok(http.get(format!("{base}/x"))))
-            .await
-            .expect("eventually ok");
+        let r = c.send("get thing", |http| Ok(http.get(format!("{base}/x")))).await.expect("eventually ok");
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body, b"{\"ok\":true}");
         assert_eq!(count.load(Ordering::SeqCst), 4);
@@ -744,10 +682,7 @@ mod tests {
     #[tokio::test]
     async fn client_errors_are_returned_not_retried() {
         let (base, count, _) = scripted(vec![reply("404 Not Found", "", "{}")]).await;
-        let r = client()
-            .send("get", |http| Ok(http.get(format!("{base}/x"))))
-            .await
-            .expect("a reply");
+        let r = client().send("get", |http| Ok(http.get(format!("{base}/x")))).await.expect("a reply");
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         assert_eq!(count.load(Ordering::SeqCst), 1);
     }
@@ -756,57 +691,37 @@ mod tests {
     async fn gives_up_after_max_attempts_without_leaking_the_query() {
         let (base, count, _) = scripted(vec![None, None, None, None, None]).await;
         let err = client()
-            .send("list objects", |http| {
-                Ok(http.get(format!("{base}/x?apikey=SUPERSECRET")))
-            })
+            .send("list objects", |http| Ok(http.get(format!("{base}/x?apikey=SUPERSECRET"))))
             .await
             .expect_err("fails");
         assert_eq!(count.load(Ordering::SeqCst), 4);
         let text = err.to_string();
         assert!(text.starts_with("test-target: list objects:"), "{text}");
-        assert!(
-            !text.contains("SUPERSECRET") && !text.contains("apikey"),
-            "{text}"
-        );
+        assert!(!text.contains("SUPERSECRET") && !text.contains("apikey"), "{text}");
         assert!(err.is_retryable());
     }
 
     #[tokio::test]
     async fn a_retry_after_beyond_the_time_budget_gives_up_at_once() {
-        let (base, count, _) = scripted(vec![reply(
-            "429 Too Many Requests",
-            "Retry-After: 3600\r\n",
-            "slow down",
-        )])
-        .await;
+        let (base, count, _) =
+            scripted(vec![reply("429 Too Many Requests", "Retry-After: 3600\r\n", "slow down")]).await;
         let started = Instant::now();
-        let err = client()
-            .send("add", |http| Ok(http.get(format!("{base}/"))))
-            .await
-            .expect_err("gives up");
+        let err = client().send("add", |http| Ok(http.get(format!("{base}/")))).await.expect_err("gives up");
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(count.load(Ordering::SeqCst), 1);
-        assert!(
-            matches!(err, HttpError::Status { status: 429, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, HttpError::Status { status: 429, .. }), "{err}");
         assert!(err.to_string().contains("slow down"));
     }
 
     #[tokio::test]
     async fn every_attempt_is_built_afresh() {
-        let (base, _, heads) = scripted(vec![
-            reply("500 Internal Server Error", "", ""),
-            reply("200 OK", "", ""),
-        ])
-        .await;
+        let (base, _, heads) =
+            scripted(vec![reply("500 Internal Server Error", "", ""), reply("200 OK", "", "")]).await;
         let mut n = 0;
         client()
             .send("signed", |http| {
                 n += 1;
-                Ok(http
-                    .get(format!("{base}/"))
-                    .header("x-attempt", n.to_string()))
+                Ok(http.get(format!("{base}/")).header("x-attempt", n.to_string()))
             })
             .await
             .expect("ok");
@@ -818,14 +733,8 @@ mod tests {
     async fn oversize_replies_are_refused() {
         let body = "x".repeat(2000);
         let (base, _, _) = scripted(vec![reply("200 OK", "", &body)]).await;
-        let c = HttpClientBuilder::new("t")
-            .max_body(1000)
-            .build()
-            .expect("client");
-        let err = c
-            .send("big", |http| Ok(http.get(format!("{base}/"))))
-            .await
-            .expect_err("too large");
+        let c = HttpClientBuilder::new("t").max_body(1000).build().expect("client");
+        let err = c.send("big", |http| Ok(http.get(format!("{base}/")))).await.expect_err("too large");
         assert!(matches!(err, HttpError::TooLarge { limit: 1000, .. }));
     }
 
@@ -841,29 +750,17 @@ mod tests {
         });
         let c = HttpClientBuilder::new("slow")
             .request_timeout(Duration::from_millis(100))
-            .retry(RetryPolicy {
-                max_attempts: 2,
-                ..fast_retry()
-            })
+            .retry(RetryPolicy { max_attempts: 2, ..fast_retry() })
             .build()
             .expect("client");
-        let err = c
-            .send("wait", |http| Ok(http.get(format!("http://{addr}/"))))
-            .await
-            .expect_err("times out");
-        assert!(
-            matches!(err, HttpError::Transport { attempts: 2, .. }),
-            "{err}"
-        );
+        let err = c.send("wait", |http| Ok(http.get(format!("http://{addr}/")))).await.expect_err("times out");
+        assert!(matches!(err, HttpError::Transport { attempts: 2, .. }), "{err}");
         assert!(err.to_string().contains("timed out"), "{err}");
     }
 
     #[tokio::test]
     async fn the_rate_limit_is_shared_by_clones() {
-        let limiter_client = HttpClientBuilder::new("rl")
-            .rate_limit(Some(600), 2)
-            .build()
-            .expect("client");
+        let limiter_client = HttpClientBuilder::new("rl").rate_limit(Some(600), 2).build().expect("client");
         let other = limiter_client.clone();
         let limiter = limiter_client.limiter.clone().expect("limiter");
         let same = other.limiter.clone().expect("limiter");
@@ -881,18 +778,9 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let now = time::macros::datetime!(2015-10-21 07:28:00 UTC);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
@@ -922,12 +810,10 @@ mod tests {
         let path = dir.path().join("key");
         std::fs::write(&path, "  abc123\n").expect("write");
         let r: SecretRef =
-            serde_json::from_str(&format!("{{\"file\": {:?}}}", path.display().to_string()))
-                .expect("file ref");
+            serde_json::from_str(&format!("{{\"file\": {:?}}}", path.display().to_string())).expect("file ref");
         assert_eq!(r.resolve().expect("resolves").expose(), "abc123");
 
-        let r: SecretRef =
-            serde_json::from_str(r#"{"env": "TIBRIDGE_TEST_SURELY_UNSET_VAR"}"#).expect("env ref");
+        let r: SecretRef = serde_json::from_str(r#"{"env": "TIBRIDGE_TEST_SURELY_UNSET_VAR"}"#).expect("env ref");
         let err = r.resolve().expect_err("unset");
         assert!(err.to_string().contains("TIBRIDGE_TEST_SURELY_UNSET_VAR"));
         assert!(
@@ -942,10 +828,7 @@ mod tests {
 
     #[test]
     fn insecure_and_ca_bundle_options_build_or_fail_clearly() {
-        assert!(HttpClientBuilder::new("lab")
-            .insecure_skip_verify(true)
-            .build()
-            .is_ok());
+        assert!(HttpClientBuilder::new("lab").insecure_skip_verify(true).build().is_ok());
         let err = HttpClientBuilder::new("lab")
             .ca_bundle(Some(PathBuf::from("/nonexistent/ca.pem")))
             .build()
@@ -954,9 +837,30 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate").expect("write");
-        assert!(HttpClientBuilder::new("lab")
-            .ca_bundle(Some(path))
-            .build()
-            .is_err());
+        assert!(HttpClientBuilder::new("lab").ca_bundle(Some(path)).build().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_holds_the_clones_requests_too() {
+        let (base, _, _) = scripted(vec![
+            reply("429 Too Many Requests", "Retry-After: 1\r\n", ""),
+            reply("200 OK", "", ""),
+            reply("200 OK", "", ""),
+        ])
+        .await;
+        let first = client();
+        let second = first.clone();
+        let started = Instant::now();
+        let base2 = base.clone();
+        let a =
+            tokio::spawn(
+                async move { first.send("a", |http| Ok(http.get(format!("{base}/a")))).await.map(|r| r.status) },
+            );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let b = second.send("b", |http| Ok(http.get(format!("{base2}/b")))).await.expect("b ok");
+        let b_done = started.elapsed();
+        assert_eq!(b.status, StatusCode::OK);
+        assert!(b_done >= Duration::from_millis(950), "the clone waited for the Retry-After: {b_done:?}");
+        assert_eq!(a.await.expect("joined").expect("a ok"), StatusCode::OK);
     }
 }
