@@ -547,12 +547,20 @@ async fn attributes_search(State(state): State<Arc<MispState>>, method: Method, 
     };
     let g = state.read();
     let hits = state.hits(&g, &q);
-    let page = page_of(hits.iter().copied().collect(), q.limit, q.page);
+    let page: &[(usize, usize)] = match q.limit {
+        None => &hits,
+        Some(limit) => {
+            let start = q.page.saturating_sub(1).saturating_mul(limit).min(hits.len());
+            let end = start.saturating_add(limit).min(hits.len());
+            hits.get(start..end).unwrap_or_default()
+        }
+    };
     let before = page.len();
+    // Warninglist hits are dropped AFTER the page was cut, so the page comes back short.
     let page: Vec<&(usize, usize)> = page
         .iter()
         .filter(|(ai, _)| {
-            !q.enforce_warninglist || g.data.attributes.get(*ai).map_or(true, |a| !warninglisted(&g.warninglist, a))
+            !(q.enforce_warninglist && g.data.attributes.get(*ai).is_some_and(|a| warninglisted(&g.warninglist, a)))
         })
         .collect();
     let skipped = before - page.len();
