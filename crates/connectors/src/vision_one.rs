@@ -1222,6 +1222,38 @@ mod tests {
     }
 
     #[test]
+    fn hostile_items_never_panic_and_items_without_an_id_are_skipped() {
+        let client = crate::http::HttpClientBuilder::new("t").build().expect("client");
+        let source = VisionOneAlertSource::new("v1".into(), "https://h", Secret::new("k"), client).expect("source");
+        let garbage = [
+            json!(null),
+            json!(1),
+            json!("x"),
+            json!([]),
+            json!({}),
+            json!({"uuid": 5, "id": []}),
+            json!({"uuid": "", "id": ""}),
+            json!({"uuid": "u", "id": "w", "filters": "x", "indicators": {"a": 1}, "matchedRules": [1, {"matchedFilters": 2}]}),
+            json!({"uuid": "u", "id": "w", "filters": [null, 1, {"highlightedObjects": [null, {"value": null}, {"type": "url", "value": [[["http://a.example/"]]]}]}],
+                   "indicators": [null, {"type": "ip", "value": "::g"}], "impactScope": {"entities": [{"entityValue": 5}]},
+                   "detectedDateTime": "yesterday", "createdDateTime": 7}),
+            json!({"uuid": "u", "filters": [{"riskLevel": "critical", "highlightedObjects": [{"type": "domain", "value": "x".repeat(20_000)}]}]}),
+        ];
+        for item in &garbage {
+            let _ = source.oat_alert(item);
+            let _ = source.workbench_alert(item);
+        }
+        assert!(source.oat_alert(&json!({"filters": []})).is_none());
+        let nested = source.oat_alert(&garbage[8]).expect("has a uuid");
+        assert_eq!(nested.objects.len(), 1, "nested arrays are flattened");
+        assert_eq!(nested.detected_at, 0);
+        let long = source.oat_alert(&garbage[9]).expect("has a uuid");
+        assert!(long.objects[0].indicator.is_err());
+        let wb = source.workbench_alert(&garbage[8]).expect("has an id");
+        assert!(wb.objects[0].indicator.is_err() && wb.entity.is_none());
+    }
+
+    #[test]
     fn next_links_are_followed_only_to_the_configured_origin() {
         let client = crate::http::HttpClientBuilder::new("t").build().expect("client");
         let api = Api::new("v1".into(), "https://api.xdr.trendmicro.com", Secret::new("k"), client).expect("api");

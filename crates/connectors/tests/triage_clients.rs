@@ -23,7 +23,7 @@ use tibridge_lab::virustotal::{self, VirusTotalConfig, VirusTotalState};
 use tibridge_lab::vision_one::{
     self, HighlightedObject, OatDetection, SoType, VisionOneConfig, VisionOneState, WorkbenchAlert,
 };
-use tibridge_lab::{FaultHandle, RunningServer};
+use tibridge_lab::{FaultConfig, FaultHandle, RunningServer};
 use time::OffsetDateTime;
 
 fn loopback() -> SocketAddr {
@@ -271,6 +271,48 @@ async fn a_refused_token_fails_the_whole_batch() {
     let text = err.to_string();
     assert!(text.contains("401") && text.contains("InvalidCredentials"), "{text}");
     assert!(!text.contains("wrong"), "the token is never in an error: {text}");
+}
+
+#[tokio::test]
+async fn flaky_vision_one_is_retried_until_everything_is_read_and_written() {
+    let state = Arc::new(VisionOneState::new(VisionOneConfig::default()));
+    let faults = FaultHandle::new(FaultConfig {
+        error_5xx_ratio: 0.25,
+        rate_limit_429_ratio: 0.1,
+        retry_after_secs: 0,
+        drop_ratio: 0.1,
+        seed: Some(7),
+        ..Default::default()
+    });
+    let server =
+        tibridge_lab::serve(vision_one::router(state.clone()), faults.clone(), loopback()).await.expect("serve");
+    let base = server.base_url();
+    let now = OffsetDateTime::now_utc();
+    for i in 0..450 {
+        state.seed_detection(OatDetection::c2_url(&format!("f-{i}"), now, "high", "ws-01", "http://c2.example/"));
+    }
+    let patient = || {
+        HttpClientBuilder::new("v1")
+            .retry(RetryPolicy {
+                max_attempts: 10,
+                initial_backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(20),
+                max_total: Duration::from_secs(20),
+            })
+            .build()
+            .expect("client")
+    };
+    let source = VisionOneAlertSource::new("v1".into(), &base, v1_token(), patient()).expect("source");
+    let alerts = source.poll(now.unix_timestamp() - 60, now.unix_timestamp() + 60).await.expect("poll");
+    assert_eq!(alerts.len(), 450);
+    let sink = VisionOneSink::new("v1so".into(), &base, v1_token(), patient()).expect("sink").with_max_batch(10);
+    let batch: Vec<DesiredEntry> =
+        (0..60).map(|i| entry(IndicatorKind::Domain, &format!("f{i}.example"), None)).collect();
+    let outcomes = sink.add(&batch).await.expect("add");
+    assert!(outcomes.iter().all(|o| *o == ItemOutcome::Done { remote_id: None }), "{outcomes:?}");
+    assert_eq!(state.suspicious_objects().len(), 60);
+    let stats = faults.stats();
+    assert!(stats.server_errors + stats.rate_limited + stats.dropped > 0, "faults were injected: {stats:?}");
 }
 
 /// A minimal STIX 2.1 report bundle, hand-written for these tests (identity, report, one domain
