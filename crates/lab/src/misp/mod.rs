@@ -1044,6 +1044,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hostile_bodies_get_answers_not_panics() {
+        let (state, _) = small_state();
+        let weird = [
+            json!(null),
+            json!([]),
+            json!("x"),
+            json!(1e308),
+            json!({"limit": 1e20}),
+            json!({"page": -3}),
+            json!({"limit": 18446744073709551615u64, "page": 18446744073709551615u64}),
+            json!({"type": {"OR": [null]}}),
+            json!({"tags": {"NOT": "%%%%"}}),
+            json!({"tags": ["%é%", "!"]}),
+            json!({"timestamp": ["1d"]}),
+            json!({"timestamp": ["1d", "2d", "3d"]}),
+            json!({"timestamp": "99999999999999999999d"}),
+            json!({"timestamp": "-5d"}),
+            json!({"deleted": {"a": 1}}),
+            json!({"order": ""}),
+            json!({"order": "Attribute.id sideways"}),
+            json!({"request": {"limit": 1}}),
+            json!({"from": "2024-13-45"}),
+            json!({"eventid": [1, "2", {"x": 1}]}),
+            json!({"value": "ü|ö", "uuid": "%"}),
+            json!({"published": [true, false]}),
+            json!({"to_ids": []}),
+        ];
+        for body in weird {
+            for path in ["/attributes/restSearch", "/events/restSearch", "/sightings/add"] {
+                let (s, _, v) = call(&state, "POST", path, Some(KEY), &body.to_string()).await;
+                assert!(s == StatusCode::OK || s == StatusCode::BAD_REQUEST, "{path} {body} -> {s} {v}");
+            }
+        }
+        for raw in ["\u{0}", "{\"limit\":", "[[[[[[[[", "\u{feff}{}"] {
+            let (s, _, _) = call(&state, "POST", "/attributes/restSearch", Some(KEY), raw).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{raw}");
+        }
+    }
+
+    #[tokio::test]
     async fn sightings_and_down_and_etag() {
         let (state, _) = small_state();
         let (s, _, v) = call(
