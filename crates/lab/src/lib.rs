@@ -71,12 +71,7 @@ pub struct SimulatorConfig<T> {
 
 impl<T: Default> Default for SimulatorConfig<T> {
     fn default() -> Self {
-        SimulatorConfig {
-            enabled: true,
-            port: 0,
-            faults: FaultConfig::default(),
-            settings: T::default(),
-        }
+        SimulatorConfig { enabled: true, port: 0, faults: FaultConfig::default(), settings: T::default() }
     }
 }
 
@@ -91,11 +86,7 @@ pub struct GeneratedDataset {
 
 impl Default for GeneratedDataset {
     fn default() -> Self {
-        GeneratedDataset {
-            events: 10,
-            attrs_per_event: 20,
-            seed: 42,
-        }
+        GeneratedDataset { events: 10, attrs_per_event: 20, seed: 42 }
     }
 }
 
@@ -164,10 +155,7 @@ pub struct Simulator<S> {
 
 impl<S> std::fmt::Debug for Simulator<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulator")
-            .field("url", &self.url)
-            .field("faults", &self.faults.config())
-            .finish()
+        f.debug_struct("Simulator").field("url", &self.url).field("faults", &self.faults.config()).finish()
     }
 }
 
@@ -197,20 +185,11 @@ async fn start_one<S, T>(
     suffix: &str,
 ) -> Result<Simulator<S>, LabError> {
     let faults = FaultHandle::new(section.faults.clone());
-    let server = serve(
-        router(state.clone()),
-        faults.clone(),
-        SocketAddr::new(host, section.port),
-    )
-    .await
-    .map_err(|source| LabError::Serve { name, source })?;
+    let server = serve(router(state.clone()), faults.clone(), SocketAddr::new(host, section.port))
+        .await
+        .map_err(|source| LabError::Serve { name, source })?;
     let url = format!("{}{suffix}", server.base_url());
-    Ok(Simulator {
-        state,
-        faults,
-        server,
-        url,
-    })
+    Ok(Simulator { state, faults, server, url })
 }
 
 impl Lab {
@@ -229,11 +208,7 @@ impl Lab {
             let s = &config.misp.settings;
             let data = match &s.dataset_path {
                 Some(path) => misp::MispDataset::load_path(path)?,
-                None => misp::generate_dataset(
-                    s.generate.events,
-                    s.generate.attrs_per_event,
-                    s.generate.seed,
-                ),
+                None => misp::generate_dataset(s.generate.events, s.generate.attrs_per_event, s.generate.seed),
             };
             let state = misp::MispState::new(data, s.api_key.clone());
             state.set_warninglist(&s.warninglist);
@@ -241,70 +216,28 @@ impl Lab {
         }
         if config.apex_central.enabled {
             let state = apex_central::ApexState::new(config.apex_central.settings.clone());
-            lab.apex_central = Some(
-                start_one(
-                    "Apex Central",
-                    host,
-                    &config.apex_central,
-                    state,
-                    apex_central::router,
-                    "",
-                )
-                .await?,
-            );
+            lab.apex_central =
+                Some(start_one("Apex Central", host, &config.apex_central, state, apex_central::router, "").await?);
         }
         if config.deep_security.enabled {
-            let state =
-                deep_security::DeepSecurityState::new(config.deep_security.settings.clone());
+            let state = deep_security::DeepSecurityState::new(config.deep_security.settings.clone());
             lab.deep_security = Some(
-                start_one(
-                    "Deep Security",
-                    host,
-                    &config.deep_security,
-                    state,
-                    deep_security::router,
-                    "/api",
-                )
-                .await?,
+                start_one("Deep Security", host, &config.deep_security, state, deep_security::router, "/api").await?,
             );
         }
         if config.vision_one.enabled {
-            let state = Arc::new(vision_one::VisionOneState::new(
-                config.vision_one.settings.clone(),
-            ));
-            lab.vision_one = Some(
-                start_one(
-                    "Vision One",
-                    host,
-                    &config.vision_one,
-                    state,
-                    vision_one::router,
-                    "",
-                )
-                .await?,
-            );
+            let state = Arc::new(vision_one::VisionOneState::new(config.vision_one.settings.clone()));
+            lab.vision_one =
+                Some(start_one("Vision One", host, &config.vision_one, state, vision_one::router, "").await?);
         }
         if config.virustotal.enabled {
-            let state = Arc::new(virustotal::VirusTotalState::new(
-                config.virustotal.settings.clone(),
-            ));
-            lab.virustotal = Some(
-                start_one(
-                    "VirusTotal",
-                    host,
-                    &config.virustotal,
-                    state,
-                    virustotal::router,
-                    "",
-                )
-                .await?,
-            );
+            let state = Arc::new(virustotal::VirusTotalState::new(config.virustotal.settings.clone()));
+            lab.virustotal =
+                Some(start_one("VirusTotal", host, &config.virustotal, state, virustotal::router, "").await?);
         }
         if config.intezer.enabled {
             let state = Arc::new(intezer::IntezerState::new(config.intezer.settings.clone()));
-            lab.intezer = Some(
-                start_one("Intezer", host, &config.intezer, state, intezer::router, "").await?,
-            );
+            lab.intezer = Some(start_one("Intezer", host, &config.intezer, state, intezer::router, "").await?);
         }
         Ok(lab)
     }
@@ -398,17 +331,19 @@ mod tests {
         assert_eq!(lab.misp.as_ref().unwrap().state.attribute_count(), 200);
         lab.shutdown().await;
 
-        let refused = Lab::start(LabConfig {
-            host: "10.1.2.3".parse().unwrap(),
-            ..LabConfig::default()
-        })
-        .await;
-        assert!(matches!(
-            refused,
-            Err(LabError::Serve {
-                source: ServeError::NotLoopback(_),
-                ..
-            })
-        ));
+        let mut from_file = LabConfig::default();
+        from_file.misp.settings.dataset_path =
+            Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/misp_events.json")));
+        from_file.vision_one.enabled = false;
+        let lab = Lab::start(from_file.clone()).await.unwrap();
+        assert_eq!(lab.misp.as_ref().unwrap().state.attribute_count(), 10);
+        assert_eq!(lab.urls().len(), 5);
+        lab.shutdown().await;
+        from_file.misp.settings.dataset_path = Some(PathBuf::from("/nonexistent/misp.json"));
+        let err = Lab::start(from_file).await.unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/misp.json"), "{err}");
+
+        let refused = Lab::start(LabConfig { host: "10.1.2.3".parse().unwrap(), ..LabConfig::default() }).await;
+        assert!(matches!(refused, Err(LabError::Serve { source: ServeError::NotLoopback(_), .. })));
     }
 }
