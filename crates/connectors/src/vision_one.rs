@@ -550,13 +550,15 @@ impl AlertSource for VisionOneAlertSource {
         url.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
         let items = self.read_all(what, url).await?;
         let mut alerts: Vec<Alert> = Vec::with_capacity(items.len());
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
         for item in &items {
             let alert = match self.mode {
                 AlertMode::OatDetections => self.oat_alert(item),
                 AlertMode::WorkbenchAlerts => self.workbench_alert(item),
             };
             match alert {
-                Some(a) if !alerts.iter().any(|b| b.id == a.id) => alerts.push(a),
+                // A detection on two pages (the list moved while paging) is handled once.
+                Some(a) if seen.insert(a.id.clone()) => alerts.push(a),
                 Some(_) => {}
                 None => tracing::warn!(source = %self.api.id, "{what}: an item without an id was skipped"),
             }

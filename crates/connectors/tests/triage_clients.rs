@@ -142,6 +142,32 @@ async fn oat_detections_are_all_read_with_the_filter_resent_on_every_page() {
     );
 }
 
+/// Measurement, printed: `cargo test -p tibridge-connectors --test triage_clients oat_poll_of -- --nocapture`.
+#[tokio::test]
+async fn oat_poll_of_5000_detections_and_so_add_of_5000_objects_measured() {
+    let (s, _server, base) = v1(VisionOneConfig::default()).await;
+    let now = OffsetDateTime::now_utc();
+    s.seed_detections(
+        (0..5000)
+            .map(|i| OatDetection::c2_url(&format!("m-{i}"), now, "high", "ws-01", &format!("http://c{i}.example/"))),
+    );
+    let source = VisionOneAlertSource::new("v1".into(), &base, v1_token(), fast_client("v1")).expect("source");
+    let started = Instant::now();
+    let alerts = source.poll(now.unix_timestamp() - 60, now.unix_timestamp() + 60).await.expect("poll");
+    let polled = started.elapsed();
+    assert_eq!(alerts.len(), 5000);
+    let sink = VisionOneSink::new("v1so".into(), &base, v1_token(), fast_client("v1so")).expect("sink");
+    let batch: Vec<DesiredEntry> =
+        (0..5000).map(|i| entry(IndicatorKind::Domain, &format!("m{i}.example"), None)).collect();
+    let started = Instant::now();
+    for chunk in batch.chunks(500) {
+        let outcomes = sink.add(chunk).await.expect("add");
+        assert!(outcomes.iter().all(|o| matches!(o, ItemOutcome::Done { .. })));
+    }
+    let added = started.elapsed();
+    println!("OAT poll: 5000 detections (25 pages of 200) mapped in {polled:?}; SO add: 5000 objects in 10 requests of 500 in {added:?}");
+}
+
 #[tokio::test]
 async fn workbench_alerts_are_read_by_severity_with_indicators_as_objects() {
     let (s, _server, base) = v1(VisionOneConfig::default()).await;
