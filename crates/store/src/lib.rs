@@ -56,6 +56,7 @@
 //!   failure mode is "not retired this time", never "wrongly retired".
 
 mod cache;
+pub mod cases;
 mod catalog;
 pub mod hash;
 mod ledger;
