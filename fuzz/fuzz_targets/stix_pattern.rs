@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(indicators) = pattern.indicators() {
         assert!(!indicators.is_empty(), "an Ok mapping of {text:?} is empty");
         for indicator in indicators {
-            assert_eq!(normalize(indicator.kind, &indicator.value), Ok(indicator.clone()), "{text:?} gave a non-canonical value");
+            assert_eq!(
+                normalize(indicator.kind, &indicator.value),
+                Ok(indicator.clone()),
+                "{text:?} gave a non-canonical value"
+            );
         }
     }
 });
