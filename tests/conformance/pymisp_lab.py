@@ -112,6 +112,27 @@ def main():
               {k: manifest[uuid][k] for k in ("info", "date", "timestamp", "threat_level_id", "analysis")})
         ours = sorted(line.split(",")[0] for line in hashes if line.endswith("," + uuid))
         check(f"{uuid} hashes.csv as PyMISP computes it", ours, sorted(feed["Event"]["_hashes"]))
+    # PyMISP's feed generator (examples/feed-generator/generate.py, 2.5): index the published
+    # events, fetch each, `to_feed(with_meta=True)`. Its output must be what the lab's feed serves.
+    index = misp.search_index(published=True)
+    check("index of published events", sorted(e["uuid"] for e in index), sorted(manifest))
+    for entry in index:
+        uuid = entry["uuid"]
+        event = misp.get_event(uuid, pythonify=True)
+        generated = event.to_feed(with_meta=True)["Event"]
+        served = requests.get(f"{url}/feed/{uuid}.json", timeout=10).json()["Event"]
+        check(f"{uuid} generator and feed agree on attributes",
+              sorted((a["uuid"], a["type"], a["value"], a["to_ids"]) for a in generated["Attribute"]),
+              sorted((a["uuid"], a["type"], a["value"], a["to_ids"]) for a in served["Attribute"]))
+        check(f"{uuid} generator and feed agree on tags",
+              sorted(t["name"] for t in generated.get("Tag", [])), sorted(t["name"] for t in served.get("Tag", [])))
+        gen_meta = generated["_manifest"][uuid]
+        check(f"{uuid} generator manifest entry matches the lab's",
+              {k: gen_meta[k] for k in ("info", "date", "timestamp", "threat_level_id", "analysis")},
+              {k: manifest[uuid][k] for k in ("info", "date", "timestamp", "threat_level_id", "analysis")})
+        ours = sorted(line.split(",")[0] for line in hashes if line.endswith("," + uuid))
+        check(f"{uuid} generator hashes match hashes.csv", sorted(generated["_hashes"]), ours)
+
     check("feed attribute counts", counts,
           {"a0a0a0a0-0000-4000-8000-000000000001": 5, "b0b0b0b0-0000-4000-8000-000000000002": 2})
 

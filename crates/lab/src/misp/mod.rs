@@ -1,5 +1,6 @@
-//! MISP simulator: the REST endpoints tibridge and PyMISP use (contract A.1–A.5) and a MISP
-//! feed directory over HTTP (A.6), over an in-memory data set tests can change.
+//! MISP simulator: the REST endpoints tibridge and PyMISP use (contract A.1–A.5, plus
+//! `events/index` and `events/view` for PyMISP's feed generator) and a MISP feed directory over
+//! HTTP (A.6), over an in-memory data set tests can change.
 //!
 //! It follows the contract to the letter where clients can trip: ids and epoch times as
 //! strings, `{"response":{"Attribute":[..]}}` vs `{"response":[{"Event":..}]}`, the paging
@@ -366,6 +367,9 @@ pub fn router(state: Arc<MispState>) -> Router {
         .route("/attributes/restSearch.json", get(attributes_search).post(attributes_search))
         .route("/events/restSearch", get(events_search).post(events_search))
         .route("/events/restSearch.json", get(events_search).post(events_search))
+        .route("/events/index", post(events_index))
+        .route("/events/index.json", post(events_index))
+        .route("/events/view/{id}", get(event_view).post(event_view))
         .route("/sightings/add", post(add_sighting))
         .route("/sightings/add/{id}", post(add_sighting_for))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_key));
@@ -778,6 +782,78 @@ async fn events_search(State(state): State<Arc<MispState>>, method: Method, uri:
     json_response(&json!({"response": rendered}), count, 0)
 }
 
+/// `POST /events/index` (PyMISP `search_index`, used by its feed generator): event summaries
+/// with `EventTag`, or with `minimal` only id, uuid, timestamps, published and orgc_uuid.
+async fn events_index(State(state): State<Arc<MispState>>, uri: Uri, body: Bytes) -> Response {
+    let body = match search_body(&Method::POST, &uri, &body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let q = match Query::parse(&body, now(), true) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid parameter.", &e.to_string(), uri.path()),
+    };
+    let minimal = dataset::flag(body.get("minimal")).unwrap_or(false);
+    let g = state.read();
+    let mut counts: HashMap<u64, usize> = HashMap::new();
+    for a in g.data.attributes.iter().filter(|a| !a.deleted) {
+        *counts.entry(a.event_id).or_default() += 1;
+    }
+    let hits: Vec<&MispEvent> =
+        g.data.events.iter().filter(|e| q.event_matches(e, true) && q.uuids.matches_any_of(&[&e.uuid])).collect();
+    let page = page_of(hits, q.limit, q.page);
+    let out: Vec<Value> = page
+        .iter()
+        .map(|e| {
+            if minimal {
+                return json!({"id": e.id.to_string(), "timestamp": e.timestamp.to_string(), "sighting_timestamp": "0",
+                              "published": e.published, "uuid": e.uuid, "orgc_uuid": e.orgc.uuid});
+            }
+            let tags: Vec<Value> = e
+                .tags
+                .iter()
+                .map(|t| json!({"id": t.id.to_string(), "event_id": e.id.to_string(), "tag_id": t.id.to_string(),
+                                "local": t.local, "relationship_type": "",
+                                "Tag": {"id": t.id.to_string(), "name": t.name, "colour": t.colour, "is_galaxy": false}}))
+                .collect();
+            json!({"id": e.id.to_string(), "org_id": e.org.id.to_string(), "date": e.date, "info": e.info,
+                   "uuid": e.uuid, "published": e.published, "analysis": e.analysis.to_string(),
+                   "attribute_count": counts.get(&e.id).copied().unwrap_or(0).to_string(),
+                   "orgc_id": e.orgc.id.to_string(), "timestamp": e.timestamp.to_string(),
+                   "distribution": e.distribution.to_string(), "sharing_group_id": "0",
+                   "proposal_email_lock": false, "locked": false, "threat_level_id": e.threat_level_id.to_string(),
+                   "publish_timestamp": e.publish_timestamp.to_string(), "sighting_timestamp": "0",
+                   "disable_correlation": false, "extends_uuid": "", "protected": null,
+                   "Org": {"id": e.org.id.to_string(), "name": e.org.name, "uuid": e.org.uuid},
+                   "Orgc": {"id": e.orgc.id.to_string(), "name": e.orgc.name, "uuid": e.orgc.uuid},
+                   "EventTag": tags})
+        })
+        .collect();
+    let count = out.len();
+    json_response(&Value::Array(out), count, 0)
+}
+
+/// `GET /events/view/{id or uuid}` (POST with `{"deleted": 1}` also shows soft-deleted
+/// attributes), as PyMISP `get_event` calls it.
+async fn event_view(State(state): State<Arc<MispState>>, Path(id): Path<String>, uri: Uri, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let with_deleted = dataset::flag(body.get("deleted")).unwrap_or(false);
+    let g = state.read();
+    let key = id.trim_end_matches(".json");
+    let found = g
+        .data
+        .events
+        .iter()
+        .find(|e| e.uuid.eq_ignore_ascii_case(key) || key.parse::<u64>().map(|n| n == e.id).unwrap_or(false));
+    match found {
+        Some(e) => {
+            let keep = |a: &MispAttribute| with_deleted || !a.deleted;
+            axum::Json(g.data.api_event_json(e, &keep, false)).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "Invalid event", "Invalid event", uri.path()),
+    }
+}
+
 async fn add_sighting(State(state): State<Arc<MispState>>, uri: Uri, body: Bytes) -> Response {
     sighting(&state, &uri, None, &body)
 }
@@ -1041,6 +1117,22 @@ mod tests {
         let (_, _, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), r#"{"deleted":[0,1]}"#).await;
         assert_eq!(v["response"]["Attribute"].as_array().unwrap().len(), 2);
         assert!(state.hard_delete_attribute(&uuid).is_err());
+    }
+
+    #[tokio::test]
+    async fn events_index_and_view_for_the_feed_generator() {
+        let (state, e) = small_state();
+        let (s, _, v) = call(&state, "POST", "/events/index", Some(KEY), r#"{"published":1}"#).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v[0]["attribute_count"], "3");
+        assert_eq!(v[0]["EventTag"][0]["Tag"]["name"], "tlp:green");
+        let (_, _, v) = call(&state, "POST", "/events/index", Some(KEY), r#"{"published":0,"minimal":1}"#).await;
+        assert_eq!(v.as_array().unwrap().len(), 0);
+        let uuid = state.dataset().events[0].uuid.clone();
+        let (s, _, v) = call(&state, "GET", &format!("/events/view/{uuid}"), Some(KEY), "").await;
+        assert_eq!((s, &v["Event"]["id"]), (StatusCode::OK, &json!(e.to_string())));
+        let (s, _, _) = call(&state, "GET", "/events/view/999", Some(KEY), "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]
