@@ -16,7 +16,8 @@
 //!   either part of a composite;
 //! - without `order`, results come in attribute id order;
 //! - the warninglist is a set of exact values (case-insensitive); a composite matches if
-//!   either part is listed;
+//!   either part is listed; `includeWarninglistHits` marks to_ids hits with one `warnings`
+//!   entry naming the list "tibridge lab warninglist";
 //! - the feed holds published events only (PyMISP's feed generator default) and live
 //!   attributes only;
 //! - a sighting matching nothing is a 400 `{"message":"Could not add the Sighting. Reason: ..."}`.
@@ -570,7 +571,12 @@ async fn attributes_search(State(state): State<Arc<MispState>>, method: Method, 
     let skipped = before - page.len();
     let out: Vec<AttrOut<'_>> = page
         .iter()
-        .filter_map(|(ai, ei)| Some(AttrOut::new(g.data.attributes.get(*ai)?, g.data.events.get(*ei)?, &q)))
+        .filter_map(|(ai, ei)| {
+            let a = g.data.attributes.get(*ai)?;
+            // Warnings are computed for to_ids attributes only (MISP `checkForWarning`).
+            let warned = q.include_warninglist_hits && a.to_ids && warninglisted(&g.warninglist, a);
+            Some(AttrOut::new(a, g.data.events.get(*ei)?, &q, warned))
+        })
         .collect();
     let count = out.len();
     let bytes = serde_json::to_vec(&AttributesReply { response: AttributeList { attribute: out } }).unwrap_or_default();
@@ -618,6 +624,8 @@ struct AttrOut<'a> {
     tags: Vec<TagOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_uuid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -662,7 +670,7 @@ impl<'a> TagOut<'a> {
 }
 
 impl<'a> AttrOut<'a> {
-    fn new(a: &'a MispAttribute, e: &'a MispEvent, q: &Query) -> Self {
+    fn new(a: &'a MispAttribute, e: &'a MispEvent, q: &Query, warned: bool) -> Self {
         let event = if q.include_context {
             EventOut::Context(
                 json!({"id": e.id.to_string(), "org_id": e.org.id.to_string(), "orgc_id": e.orgc.id.to_string(),
@@ -718,6 +726,10 @@ impl<'a> AttrOut<'a> {
             object,
             tags,
             event_uuid: q.include_event_uuid.then_some(e.uuid.as_str()),
+            warnings: warned.then(|| {
+                json!([{"match": a.value, "value": a.value, "warninglist_id": "1",
+                        "warninglist_name": "tibridge lab warninglist", "warninglist_category": "false_positive"}])
+            }),
         }
     }
 }
@@ -1067,6 +1079,22 @@ mod tests {
         let (_, _, v) =
             call(&state, "POST", "/attributes/restSearch", Some(KEY), r#"{"tags":["!tlp:red"],"to_ids":1}"#).await;
         assert_eq!(v["response"]["Attribute"].as_array().unwrap().len(), 1);
+        state.set_warninglist(["EVIL.example"]);
+        let body = r#"{"includeWarninglistHits":1}"#;
+        let (_, h, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), body).await;
+        assert_eq!(h["x-result-count"], "3");
+        let warned: Vec<&Value> =
+            v["response"]["Attribute"].as_array().unwrap().iter().filter(|a| a.get("warnings").is_some()).collect();
+        assert_eq!(warned.len(), 1);
+        assert_eq!(warned[0]["value"], "evil.example");
+        let body = r#"{"enforceWarninglist":1,"limit":2,"order":"Attribute.id"}"#;
+        let (_, h, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), body).await;
+        assert_eq!(
+            (h["x-result-count"].to_str().unwrap(), h["x-skipped-elements-count"].to_str().unwrap()),
+            ("1", "1")
+        );
+        assert_eq!(v["response"]["Attribute"][0]["type"], "sha1");
+        state.set_warninglist(Vec::<String>::new());
         let (_, _, v) = call(&state, "POST", "/attributes/restSearch", Some(KEY), r#"{"to_ids":"exclude"}"#).await;
         assert_eq!(v["response"]["Attribute"][0]["type"], "url");
         let (_, _, v) = call(
