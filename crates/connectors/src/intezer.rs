@@ -439,6 +439,24 @@ mod tests {
     }
 
     #[test]
+    fn config_defaults_to_the_public_api() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("iz.key");
+        std::fs::write(&key, "abc\n").expect("write");
+        let config: IntezerConfig =
+            serde_json::from_value(serde_json::json!({"api_key": {"file": key}})).expect("config");
+        assert_eq!(
+            (config.base_url.as_str(), config.poll_interval_secs, config.max_wait_secs),
+            (DEFAULT_BASE_URL, 5, 300)
+        );
+        let sandbox = IntezerSandbox::from_config(&config).expect("sandbox");
+        assert_eq!(
+            sandbox.api_url("/url/x").map(String::from).as_deref(),
+            Ok("https://analyze.intezer.com/api/v2-0/url/x")
+        );
+    }
+
+    #[test]
     fn base_urls_are_checked() {
         let client = || crate::http::HttpClientBuilder::new("t").build().expect("client");
         assert!(IntezerSandbox::new("mailto:x@y", Secret::new("k"), client()).is_err());

@@ -337,6 +337,19 @@ mod tests {
     }
 
     #[test]
+    fn config_defaults_to_the_public_host_and_tier() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("vt.key");
+        std::fs::write(&key, "abc\n").expect("write");
+        let config: VirusTotalConfig =
+            serde_json::from_value(serde_json::json!({"api_key": {"file": key}})).expect("config");
+        assert_eq!((config.base_url.as_str(), config.requests_per_minute), (DEFAULT_BASE_URL, 4));
+        let vt = VirusTotalEnricher::from_config(&config).expect("enricher");
+        assert_eq!(vt.minute_window, Duration::from_secs(60));
+        assert!(format!("{vt:?}").contains("***") && !format!("{vt:?}").contains("abc"));
+    }
+
+    #[test]
     fn base_urls_are_checked() {
         let client = || VirusTotalEnricher::client(&HttpOptions::default(), 4).expect("client");
         assert!(VirusTotalEnricher::new("ftp://x", Secret::new("k"), client()).is_err());

@@ -47,6 +47,10 @@ pub const MAX_BATCH: usize = 500;
 pub const MAX_BODY_BYTES: usize = 900 * 1024;
 /// Longest `description` sent (the real limit is UNCONFIRMED; 256 is what Apex takes).
 pub const DESCRIPTION_MAX_CHARS: usize = 256;
+/// With [`OatWindow::Ingested`], how far before the window a detection may have happened and
+/// still be read (7 days): an endpoint offline longer than that reports detections this
+/// source does not see.
+pub const LATE_DETECTION_LOOKBACK_SECS: i64 = 7 * 86_400;
 /// Pages followed in one poll before giving up: a server looping on `nextLink` cannot keep a
 /// poll running forever.
 pub const MAX_PAGES: usize = 10_000;
@@ -331,6 +335,18 @@ pub enum AlertMode {
     WorkbenchAlerts,
 }
 
+/// Which OAT time the poll window applies to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OatWindow {
+    /// `detectedStartDateTime`/`detectedEndDateTime`: when it happened (the trait's meaning).
+    #[default]
+    Detected,
+    /// `ingestedStartDateTime`/`ingestedEndDateTime`: when Vision One received it. Back-to-back
+    /// windows then never miss a detection that arrived late (an endpoint that was offline).
+    Ingested,
+}
+
 /// `kind = "vision_one"` alert source settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -348,6 +364,9 @@ pub struct VisionOneAlertConfig {
     /// `oat_detections` (default) or `workbench_alerts`.
     #[serde(default)]
     pub mode: AlertMode,
+    /// OAT only: `detected` (default) or `ingested` time for the poll window.
+    #[serde(default)]
+    pub window: OatWindow,
     #[serde(default)]
     pub http: HttpOptions,
 }
@@ -366,6 +385,7 @@ pub struct VisionOneAlertSource {
     severities: Vec<String>,
     tactic_ids: Vec<String>,
     mode: AlertMode,
+    window: OatWindow,
 }
 
 impl VisionOneAlertSource {
@@ -376,7 +396,8 @@ impl VisionOneAlertSource {
         Ok(Self::new(id, &config.base_url, token, client)?
             .with_severities(config.severities.clone())
             .with_tactic_ids(config.tactic_ids.clone())
-            .with_mode(config.mode))
+            .with_mode(config.mode)
+            .with_window(config.window))
     }
 
     pub fn new(id: String, base_url: &str, token: Secret, client: HttpClient) -> Result<Self, VisionOneConfigError> {
@@ -385,6 +406,7 @@ impl VisionOneAlertSource {
             severities: default_severities(),
             tactic_ids: default_tactics(),
             mode: AlertMode::default(),
+            window: OatWindow::default(),
         })
     }
 
@@ -400,6 +422,11 @@ impl VisionOneAlertSource {
 
     pub fn with_mode(mut self, mode: AlertMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    pub fn with_window(mut self, window: OatWindow) -> Self {
+        self.window = window;
         self
     }
 
@@ -536,11 +563,26 @@ impl AlertSource for VisionOneAlertSource {
             AlertMode::OatDetections => (
                 "list OAT detections",
                 OAT_PATH,
-                vec![
-                    ("detectedStartDateTime", start),
-                    ("detectedEndDateTime", end),
-                    ("top", OAT_PAGE_SIZE.to_string()),
-                ],
+                match self.window {
+                    OatWindow::Detected => vec![
+                        ("detectedStartDateTime", start),
+                        ("detectedEndDateTime", end),
+                        ("top", OAT_PAGE_SIZE.to_string()),
+                    ],
+                    // The detected range defaults to the last hour (§1.3), so it is opened wide
+                    // enough for detections that arrive late.
+                    OatWindow::Ingested => vec![
+                        (
+                            "detectedStartDateTime",
+                            iso_seconds(since.saturating_sub(LATE_DETECTION_LOOKBACK_SECS))
+                                .map_err(|e| self.unavailable(e))?,
+                        ),
+                        ("detectedEndDateTime", end.clone()),
+                        ("ingestedStartDateTime", start),
+                        ("ingestedEndDateTime", end),
+                        ("top", OAT_PAGE_SIZE.to_string()),
+                    ],
+                },
             ),
             AlertMode::WorkbenchAlerts => {
                 ("list workbench alerts", ALERTS_PATH, vec![("startDateTime", start), ("endDateTime", end)])
@@ -1151,6 +1193,39 @@ impl Hunter for VisionOneHunter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configs_take_defaults_refuse_typos_and_build() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("v1.key");
+        std::fs::write(&key, "token\n").expect("write");
+        let base = json!({"base_url": "https://api.xdr.trendmicro.com", "token": {"file": key}});
+        let alert: VisionOneAlertConfig = serde_json::from_value(base.clone()).expect("alert config");
+        assert_eq!((alert.severities.clone(), alert.tactic_ids.clone()), (default_severities(), default_tactics()));
+        assert_eq!((alert.mode, alert.window), (AlertMode::OatDetections, OatWindow::Detected));
+        let source = VisionOneAlertSource::from_config("v1".into(), &alert).expect("source");
+        assert_eq!(
+            source.filter().as_deref(),
+            Some("(riskLevel eq 'critical' or riskLevel eq 'high') and filterMitreTacticId eq 'TA0011'")
+        );
+        let sink: VisionOneSinkConfig = serde_json::from_value(base.clone()).expect("sink config");
+        assert_eq!(
+            (sink.scan_action, sink.risk_level, sink.expiry_days, sink.max_batch),
+            (ScanAction::Block, RiskLevel::High, 30, 500)
+        );
+        let sink = VisionOneSink::from_config("v1so".into(), &sink).expect("sink");
+        assert_eq!(sink.style(), SinkStyle::Incremental { max_batch: 500 });
+        let hunter: VisionOneHunterConfig = serde_json::from_value(base.clone()).expect("hunter config");
+        assert!(VisionOneHunter::from_config("h".into(), &hunter).is_ok());
+        let mut typo = base.clone();
+        typo["severity"] = json!(["high"]);
+        assert!(serde_json::from_value::<VisionOneAlertConfig>(typo).is_err());
+        let mut bad = base;
+        bad["base_url"] = json!("ftp://x");
+        let bad: VisionOneSinkConfig = serde_json::from_value(bad).expect("parses");
+        let err = VisionOneSink::from_config("v1so".into(), &bad).expect_err("scheme");
+        assert!(err.to_string().contains("v1so") && err.to_string().contains("ftp://x"), "{err}");
+    }
 
     #[test]
     fn filters_are_built_and_escaped() {

@@ -12,7 +12,7 @@ use tibridge_connectors::enrich::{EnrichError, Enricher, Hunter, Sandbox, Sandbo
 use tibridge_connectors::http::{HttpClient, HttpClientBuilder, HttpOptions, RetryPolicy, Secret};
 use tibridge_connectors::intezer::IntezerSandbox;
 use tibridge_connectors::virustotal::{self as vt_client, VirusTotalEnricher};
-use tibridge_connectors::vision_one::{AlertMode, VisionOneAlertSource, VisionOneHunter, VisionOneSink};
+use tibridge_connectors::vision_one::{AlertMode, OatWindow, VisionOneAlertSource, VisionOneHunter, VisionOneSink};
 use tibridge_connectors::{ItemOutcome, Sink};
 use tibridge_core::normalize::normalize;
 use tibridge_core::plan::LedgerEntry;
@@ -140,6 +140,22 @@ async fn oat_detections_are_all_read_with_the_filter_resent_on_every_page() {
         ],
         "every value shape read, duplicates dropped, non-indicators kept with a reason"
     );
+}
+
+#[tokio::test]
+async fn a_late_detection_is_found_by_its_ingestion_time() {
+    let (s, _server, base) = v1(VisionOneConfig::default()).await;
+    let now = OffsetDateTime::now_utc();
+    let mut late =
+        OatDetection::c2_url("late", now - time::Duration::hours(3), "high", "ws-09", "http://late.example/");
+    late.ingested_date_time = OatDetection::c2_url("x", now, "high", "ws", "http://x.example/").detected_date_time;
+    s.seed_detection(late);
+    let window = (now.unix_timestamp() - 600, now.unix_timestamp() + 60);
+    let by_detection = VisionOneAlertSource::new("v1".into(), &base, v1_token(), fast_client("v1")).expect("source");
+    assert!(by_detection.poll(window.0, window.1).await.expect("poll").is_empty());
+    let by_ingestion = by_detection.with_window(OatWindow::Ingested);
+    let alerts = by_ingestion.poll(window.0, window.1).await.expect("poll");
+    assert_eq!(alerts.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["late"]);
 }
 
 /// Measurement, printed: `cargo test -p tibridge-connectors --test triage_clients oat_poll_of -- --nocapture`.
