@@ -37,6 +37,9 @@ pub fn indicator_id(indicator: &Indicator) -> String {
 
 /// The STIX pattern for one indicator, with the value escaped (`'` and `\`) and hash keys in
 /// the hash-algorithm vocabulary spelling.
+///
+/// A network indicator with a full-length prefix (`1.2.3.4/32`) is written as such and reads
+/// back as the address `1.2.3.4`, the same block, as MISP `ip-dst` values are read.
 pub fn pattern_for(indicator: &Indicator) -> String {
     let path = match indicator.kind {
         IndicatorKind::Md5 => "file:hashes.MD5",
