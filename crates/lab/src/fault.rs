@@ -2,7 +2,7 @@
 //! and dropped connections, switchable at runtime.
 //!
 //! Clients are judged by how they behave when the vendor misbehaves, so every simulator is
-//! wrapped in [`FaultLayer`] and tests flip faults on and off through a shared [`FaultHandle`].
+//! wrapped in [`with_faults`] and tests flip faults on and off through a shared [`FaultHandle`].
 //! A seeded configuration makes the sequence of faults reproducible run after run.
 //!
 //! This module must never change a request that it lets through: a request is either
@@ -186,11 +186,7 @@ impl FaultHandle {
     }
 
     pub fn config(&self) -> FaultConfig {
-        self.inner
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.config.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn stats(&self) -> FaultStats {
@@ -212,18 +208,10 @@ impl FaultHandle {
     /// Decide the fault for one request and count it.
     pub fn draw(&self) -> (Fault, FaultConfig) {
         let config = self.config();
-        let fault = if config.drop_ratio <= 0.0
-            && config.error_5xx_ratio <= 0.0
-            && config.rate_limit_429_ratio <= 0.0
-        {
+        let fault = if config.drop_ratio <= 0.0 && config.error_5xx_ratio <= 0.0 && config.rate_limit_429_ratio <= 0.0 {
             Fault::None
         } else {
-            let roll: f64 = self
-                .inner
-                .rng
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .gen();
+            let roll: f64 = self.inner.rng.lock().unwrap_or_else(|e| e.into_inner()).gen();
             let drop = config.drop_ratio.clamp(0.0, 1.0);
             let err = drop + config.error_5xx_ratio.clamp(0.0, 1.0);
             let limit = err + config.rate_limit_429_ratio.clamp(0.0, 1.0);
@@ -250,18 +238,11 @@ impl FaultHandle {
 
 /// Wrap `router` so every request first goes through the faults of `handle`.
 pub fn with_faults(router: Router, handle: FaultHandle) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(
-        handle,
-        fault_middleware,
-    ))
+    router.layer(axum::middleware::from_fn_with_state(handle, fault_middleware))
 }
 
 /// The middleware itself, public so a simulator can place it at a specific layer.
-pub async fn fault_middleware(
-    State(handle): State<FaultHandle>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn fault_middleware(State(handle): State<FaultHandle>, req: Request, next: Next) -> Response {
     let (fault, config) = handle.draw();
     if !config.latency.is_zero() {
         tokio::time::sleep(config.latency).await;
@@ -312,20 +293,11 @@ mod tests {
     async fn status_of(router: &Router) -> (StatusCode, bool, Option<String>) {
         let resp = router
             .clone()
-            .oneshot(
-                Request::builder()
-                    .uri("/")
-                    .body(Body::empty())
-                    .unwrap_or_default(),
-            )
+            .oneshot(Request::builder().uri("/").body(Body::empty()).unwrap_or_default())
             .await
             .unwrap_or_else(|e| match e {});
         let dropped = resp.extensions().get::<DropConnection>().is_some();
-        let retry = resp
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry = resp.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         (resp.status(), dropped, retry)
     }
 
@@ -341,53 +313,28 @@ mod tests {
 
     #[tokio::test]
     async fn full_ratios_always_fault() {
-        let handle = FaultHandle::new(FaultConfig {
-            rate_limit_429_ratio: 1.0,
-            retry_after_secs: 7,
-            ..Default::default()
-        });
+        let handle =
+            FaultHandle::new(FaultConfig { rate_limit_429_ratio: 1.0, retry_after_secs: 7, ..Default::default() });
         let router = app(handle.clone());
         let (status, dropped, retry) = status_of(&router).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert!(!dropped);
         assert_eq!(retry.as_deref(), Some("7"));
 
-        handle.set(FaultConfig {
-            drop_ratio: 1.0,
-            ..Default::default()
-        });
+        handle.set(FaultConfig { drop_ratio: 1.0, ..Default::default() });
         assert!(status_of(&router).await.1);
 
-        handle.set(FaultConfig {
-            error_5xx_ratio: 1.0,
-            error_status: 500,
-            ..Default::default()
-        });
-        assert_eq!(
-            status_of(&router).await.0,
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
+        handle.set(FaultConfig { error_5xx_ratio: 1.0, error_status: 500, ..Default::default() });
+        assert_eq!(status_of(&router).await.0, StatusCode::INTERNAL_SERVER_ERROR);
 
         handle.clear();
         assert_eq!(status_of(&router).await.0, StatusCode::OK);
-        assert_eq!(
-            handle.stats(),
-            FaultStats {
-                passed: 1,
-                dropped: 1,
-                server_errors: 1,
-                rate_limited: 1
-            }
-        );
+        assert_eq!(handle.stats(), FaultStats { passed: 1, dropped: 1, server_errors: 1, rate_limited: 1 });
     }
 
     #[tokio::test]
     async fn seeded_sequences_repeat() {
-        let config = FaultConfig {
-            error_5xx_ratio: 0.5,
-            seed: Some(42),
-            ..Default::default()
-        };
+        let config = FaultConfig { error_5xx_ratio: 0.5, seed: Some(42), ..Default::default() };
         let handle = FaultHandle::new(config.clone());
         let first: Vec<Fault> = (0..64).map(|_| handle.draw().0).collect();
         handle.set(config);
@@ -399,8 +346,7 @@ mod tests {
 
     #[test]
     fn config_reads_durations_from_toml_friendly_values() {
-        let c: FaultConfig =
-            serde_json::from_str(r#"{"latency":"250ms","drop_ratio":0.1}"#).unwrap_or_default();
+        let c: FaultConfig = serde_json::from_str(r#"{"latency":"250ms","drop_ratio":0.1}"#).unwrap_or_default();
         assert_eq!(c.latency, Duration::from_millis(250));
         assert_eq!(c.drop_ratio, 0.1);
         let c: FaultConfig = serde_json::from_str(r#"{"latency":40}"#).unwrap_or_default();
