@@ -26,9 +26,7 @@ use crate::fault::{with_faults, DropConnection, FaultHandle};
 /// Why a simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(
-        "refusing to listen on {0}: simulators bind loopback addresses only (127.0.0.1 or ::1)"
-    )]
+    #[error("refusing to listen on {0}: simulators bind loopback addresses only (127.0.0.1 or ::1)")]
     NotLoopback(SocketAddr),
     #[error("cannot bind {addr}: {source}")]
     Bind {
@@ -79,28 +77,16 @@ impl Drop for RunningServer {
 
 /// Serve `router` on `addr` (port 0 picks a free port), with the faults of `faults` applied
 /// to every request.
-pub async fn serve(
-    router: Router,
-    faults: FaultHandle,
-    addr: SocketAddr,
-) -> Result<RunningServer, ServeError> {
+pub async fn serve(router: Router, faults: FaultHandle, addr: SocketAddr) -> Result<RunningServer, ServeError> {
     if !addr.ip().is_loopback() {
         return Err(ServeError::NotLoopback(addr));
     }
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
     let app = with_faults(router, faults);
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, app, stopped));
-    Ok(RunningServer {
-        addr: bound,
-        stop,
-        task: Some(task),
-    })
+    Ok(RunningServer { addr: bound, stop, task: Some(task) })
 }
 
 async fn accept_loop(listener: TcpListener, app: Router, mut stopped: watch::Receiver<bool>) {
@@ -155,41 +141,22 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_non_loopback_addresses() {
-        let err = serve(
-            Router::new(),
-            FaultHandle::default(),
-            "0.0.0.0:0".parse().unwrap(),
-        )
-        .await;
+        let err = serve(Router::new(), FaultHandle::default(), "0.0.0.0:0".parse().unwrap()).await;
         assert!(matches!(err, Err(ServeError::NotLoopback(_))));
-        let err = serve(
-            Router::new(),
-            FaultHandle::default(),
-            "192.0.2.1:0".parse().unwrap(),
-        )
-        .await;
+        let err = serve(Router::new(), FaultHandle::default(), "192.0.2.1:0".parse().unwrap()).await;
         assert!(matches!(err, Err(ServeError::NotLoopback(_))));
     }
 
     #[tokio::test]
     async fn serves_and_shuts_down() {
         let router = Router::new().route("/hello", get(|| async { "hi" }));
-        let server = serve(
-            router,
-            FaultHandle::default(),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
+        let server = serve(router, FaultHandle::default(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = server.addr();
         assert_ne!(addr.port(), 0);
         assert!(server.base_url().starts_with("http://127.0.0.1:"));
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream
-            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        stream.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).await.unwrap();
         let text = String::from_utf8_lossy(&buf);
