@@ -187,6 +187,9 @@ impl IntezerSandbox {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Self::unavailable("get an access token: the reply has no token"))?;
+        if reqwest::header::HeaderValue::from_str(&format!("Bearer {value}")).is_err() {
+            return Err(Self::unavailable("get an access token: the token holds characters a header cannot carry"));
+        }
         let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
         let lifetime = json.get("expire_at").and_then(Value::as_f64).map_or(0.0, |at| at - now);
         // Without a usable expire_at the token is used for one call and fetched again.

@@ -557,6 +557,25 @@ impl AlertSource for VisionOneAlertSource {
     }
 
     async fn poll(&self, since: i64, until: i64) -> Result<Vec<Alert>, AlertSourceError> {
+        // A filter the vendor would refuse (or that is not a valid header) fails here, once,
+        // instead of being retried as a network error.
+        if let Some(filter) = self.filter() {
+            let limit = match self.mode {
+                AlertMode::OatDetections => 4000,
+                AlertMode::WorkbenchAlerts => 5000,
+            };
+            if filter.len() > limit {
+                return Err(self.unavailable(format!(
+                    "the TMV1-Filter built from severities and tactic_ids is {} characters, more than the {limit} accepted",
+                    filter.len()
+                )));
+            }
+            if reqwest::header::HeaderValue::from_str(&filter).is_err() {
+                return Err(
+                    self.unavailable("severities or tactic_ids hold characters a TMV1-Filter header cannot carry")
+                );
+            }
+        }
         let start = iso_seconds(since).map_err(|e| self.unavailable(e))?;
         let end = iso_seconds(until).map_err(|e| self.unavailable(e))?;
         let (what, path, params): (&str, &str, Vec<(&str, String)>) = match self.mode {
@@ -1328,6 +1347,21 @@ mod tests {
         assert!(long.objects[0].indicator.is_err());
         let wb = source.workbench_alert(&garbage[8]).expect("has an id");
         assert!(wb.objects[0].indicator.is_err() && wb.entity.is_none());
+    }
+
+    #[tokio::test]
+    async fn filters_a_header_cannot_carry_fail_before_any_request() {
+        let client = crate::http::HttpClientBuilder::new("t").build().expect("client");
+        // Port 9 on loopback: nothing is sent, so nothing needs to listen.
+        let source = VisionOneAlertSource::new("v1".into(), "http://127.0.0.1:9", Secret::new("k"), client)
+            .expect("source")
+            .with_severities(vec!["high\r\nX-Injected: 1".into()]);
+        let started = Instant::now();
+        let err = source.poll(0, 60).await.expect_err("refused");
+        assert!(err.to_string().contains("cannot carry"), "{err}");
+        assert!(started.elapsed() < Duration::from_millis(100), "not retried");
+        let long = source.with_severities(vec!["x".repeat(5000)]);
+        assert!(long.poll(0, 60).await.expect_err("too long").to_string().contains("more than the 4000"));
     }
 
     #[test]
