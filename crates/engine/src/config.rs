@@ -8,8 +8,13 @@
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use tibridge_connectors::apex_central::ApexCentralConfig;
+use tibridge_connectors::deep_security::DeepSecurityConfig;
+use tibridge_connectors::http::{HttpOptions, SecretRef};
+use tibridge_connectors::misp::{MispFeedConfig, MispRestConfig};
 use tibridge_core::policy::SinkPolicy;
 use tibridge_core::{IndicatorKind, Tlp};
+use toml::Spanned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -19,7 +24,9 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// The raw file, exactly as written. `deny_unknown_fields` everywhere so a typo is an error.
+/// The raw file. Sources and sinks stay TOML tables here, with their position, so each is
+/// handed to its own connector's config type (Vector's "one config type per component") and
+/// an error still names the table's line.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -28,9 +35,11 @@ struct RawConfig {
     #[serde(default)]
     filters: RawFilters,
     #[serde(default, rename = "source")]
-    sources: Vec<RawSource>,
+    sources: Vec<Spanned<toml::Table>>,
     #[serde(default, rename = "sink")]
-    sinks: Vec<RawSink>,
+    sinks: Vec<Spanned<toml::Table>>,
+    /// The C2 triage playbook; validated by the triage module.
+    triage: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,15 +86,21 @@ fn default_v6_prefix() -> u8 {
     48
 }
 
+/// A local file source: `path` only.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum RawSource {
-    StixFile { id: String, path: PathBuf, max_age: Option<String> },
-    MispFile { id: String, path: PathBuf, max_age: Option<String> },
-    TextFile { id: String, path: PathBuf, max_age: Option<String> },
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    path: PathBuf,
 }
 
-/// Policy keys every sink accepts.
+/// An EDL sink: the folder of its files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirSettings {
+    dir: PathBuf,
+}
+
+/// Policy keys every sink accepts, besides its connector's own settings.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
@@ -101,22 +116,8 @@ struct RawPolicy {
     max_removal_ratio: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum RawSink {
-    Edl {
-        id: String,
-        dir: PathBuf,
-        #[serde(flatten)]
-        policy: RawPolicy,
-    },
-    StixFile {
-        id: String,
-        path: PathBuf,
-        #[serde(flatten)]
-        policy: RawPolicy,
-    },
-}
+const POLICY_KEYS: [&str; 8] =
+    ["kinds", "min_confidence", "max_tlp", "require_to_ids", "include_tags", "exclude_tags", "capacity", "max_removal_ratio"];
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -127,6 +128,8 @@ pub struct Config {
     pub filters: FiltersConfig,
     pub sources: Vec<SourceConfig>,
     pub sinks: Vec<SinkConfig>,
+    /// The `[triage]` table, with the line it starts on, for the triage module to validate.
+    pub triage: Option<(usize, toml::Table)>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +153,8 @@ pub enum SourceKind {
     StixFile { path: PathBuf },
     MispFile { path: PathBuf },
     TextFile { path: PathBuf },
+    Misp(Box<MispRestConfig>),
+    MispFeed(Box<MispFeedConfig>),
 }
 
 impl SourceKind {
@@ -158,6 +163,8 @@ impl SourceKind {
             SourceKind::StixFile { .. } => "stix_file",
             SourceKind::MispFile { .. } => "misp_file",
             SourceKind::TextFile { .. } => "text_file",
+            SourceKind::Misp(_) => "misp",
+            SourceKind::MispFeed(_) => "misp_feed",
         }
     }
 }
@@ -175,6 +182,8 @@ pub struct SinkConfig {
 pub enum SinkKind {
     Edl { dir: PathBuf },
     StixFile { path: PathBuf },
+    ApexCentral(Box<ApexCentralConfig>),
+    DeepSecurity(Box<DeepSecurityConfig>),
 }
 
 impl SinkKind {
@@ -182,6 +191,8 @@ impl SinkKind {
         match self {
             SinkKind::Edl { .. } => "edl",
             SinkKind::StixFile { .. } => "stix_file",
+            SinkKind::ApexCentral(_) => "apex_central",
+            SinkKind::DeepSecurity(_) => "deep_security",
         }
     }
 
@@ -197,6 +208,8 @@ impl SinkKind {
                 IndicatorKind::Ipv6Cidr,
             ],
             SinkKind::StixFile { .. } => IndicatorKind::ALL.to_vec(),
+            SinkKind::ApexCentral(_) => tibridge_connectors::apex_central::KINDS.to_vec(),
+            SinkKind::DeepSecurity(_) => vec![IndicatorKind::Sha256],
         }
     }
 }
@@ -214,46 +227,130 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let line_of = |span: std::ops::Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
 
         let filters = FiltersConfig {
             warninglists: raw.filters.warninglists.as_deref().map(resolve),
             allowlist: raw.filters.allowlist.as_deref().map(resolve),
-            max_cidr_prefix_v4: check_prefix("filters.max_cidr_prefix_v4", raw.filters.max_cidr_prefix_v4, 32).map_err(invalid)?,
-            max_cidr_prefix_v6: check_prefix("filters.max_cidr_prefix_v6", raw.filters.max_cidr_prefix_v6, 128).map_err(invalid)?,
+            max_cidr_prefix_v4: check_prefix("filters.max_cidr_prefix_v4", raw.filters.max_cidr_prefix_v4, 32)
+                .map_err(invalid)?,
+            max_cidr_prefix_v6: check_prefix("filters.max_cidr_prefix_v6", raw.filters.max_cidr_prefix_v6, 128)
+                .map_err(invalid)?,
         };
 
         let mut ids = HashSet::new();
         let mut sources = Vec::new();
-        for raw_source in raw.sources {
-            let (id, max_age, kind) = match raw_source {
-                RawSource::StixFile { id, path, max_age } => (id, max_age, SourceKind::StixFile { path: resolve(&path) }),
-                RawSource::MispFile { id, path, max_age } => (id, max_age, SourceKind::MispFile { path: resolve(&path) }),
-                RawSource::TextFile { id, path, max_age } => (id, max_age, SourceKind::TextFile { path: resolve(&path) }),
-            };
-            check_id("source", &id, &mut ids).map_err(invalid)?;
-            let max_age = max_age
-                .map(|text| {
+        for spanned in raw.sources {
+            let line = line_of(spanned.span());
+            let mut table = spanned.into_inner();
+            let at = |message: String| invalid(format!("[[source]] at line {line}: {message}"));
+            let id = take_string(&mut table, "id").map_err(at)?;
+            let kind = take_string(&mut table, "kind").map_err(at)?;
+            let at = |message: String| invalid(format!("source {id:?} (line {line}): {message}"));
+            check_id("source", &id, &mut ids).map_err(at)?;
+            let max_age = match table.remove("max_age") {
+                None => None,
+                Some(toml::Value::String(text)) => Some(
                     tibridge_core::timestamp::parse_duration(&text)
-                        .ok_or_else(|| format!("source {id}: max_age {text:?} is not a duration like \"90d\", \"12h\" or \"30m\""))
-                })
-                .transpose()
-                .map_err(invalid)?;
+                        .ok_or_else(|| at(format!("max_age {text:?} is not a duration like \"90d\", \"12h\" or \"30m\"")))?,
+                ),
+                Some(other) => return Err(at(format!("max_age must be a string like \"90d\", not {other}"))),
+            };
+            let kind = match kind.as_str() {
+                "stix_file" => SourceKind::StixFile { path: resolve(&settings::<FileSettings>(table).map_err(at)?.path) },
+                "misp_file" => SourceKind::MispFile { path: resolve(&settings::<FileSettings>(table).map_err(at)?.path) },
+                "text_file" => SourceKind::TextFile { path: resolve(&settings::<FileSettings>(table).map_err(at)?.path) },
+                "misp" => {
+                    let mut settings: MispRestConfig = settings(table).map_err(at)?;
+                    anchor_secret(&mut settings.api_key, &resolve);
+                    anchor_http(&mut settings.http, &resolve);
+                    SourceKind::Misp(Box::new(settings))
+                }
+                "misp_feed" => {
+                    let mut settings: MispFeedConfig = settings(table).map_err(at)?;
+                    anchor_http(&mut settings.http, &resolve);
+                    SourceKind::MispFeed(Box::new(settings))
+                }
+                other => {
+                    return Err(at(format!(
+                        "unknown source kind {other:?} (expected stix_file, misp_file, text_file, misp or misp_feed)"
+                    )))
+                }
+            };
             sources.push(SourceConfig { id, max_age, kind });
         }
 
         let mut sink_ids = HashSet::new();
         let mut sinks = Vec::new();
-        for raw_sink in raw.sinks {
-            let (id, policy, kind) = match raw_sink {
-                RawSink::Edl { id, dir, policy } => (id, policy, SinkKind::Edl { dir: resolve(&dir) }),
-                RawSink::StixFile { id, path, policy } => (id, policy, SinkKind::StixFile { path: resolve(&path) }),
+        for spanned in raw.sinks {
+            let line = line_of(spanned.span());
+            let mut table = spanned.into_inner();
+            let at = |message: String| invalid(format!("[[sink]] at line {line}: {message}"));
+            let id = take_string(&mut table, "id").map_err(at)?;
+            let kind = take_string(&mut table, "kind").map_err(at)?;
+            let at = |message: String| invalid(format!("sink {id:?} (line {line}): {message}"));
+            check_id("sink", &id, &mut sink_ids).map_err(at)?;
+            let mut policy_table = toml::Table::new();
+            for key in POLICY_KEYS {
+                if let Some(value) = table.remove(key) {
+                    policy_table.insert(key.to_string(), value);
+                }
+            }
+            let raw_policy: RawPolicy = settings(policy_table).map_err(at)?;
+            let kind = match kind.as_str() {
+                "edl" => SinkKind::Edl { dir: resolve(&settings::<DirSettings>(table).map_err(at)?.dir) },
+                "stix_file" => SinkKind::StixFile { path: resolve(&settings::<FileSettings>(table).map_err(at)?.path) },
+                "apex_central" => {
+                    let mut settings: ApexCentralConfig = settings(table).map_err(at)?;
+                    anchor_secret(&mut settings.api_key, &resolve);
+                    anchor_http(&mut settings.http, &resolve);
+                    SinkKind::ApexCentral(Box::new(settings))
+                }
+                "deep_security" => {
+                    let mut settings: DeepSecurityConfig = settings(table).map_err(at)?;
+                    anchor_secret(&mut settings.api_key, &resolve);
+                    anchor_http(&mut settings.http, &resolve);
+                    SinkKind::DeepSecurity(Box::new(settings))
+                }
+                other => {
+                    return Err(at(format!(
+                        "unknown sink kind {other:?} (expected edl, stix_file, apex_central or deep_security)"
+                    )))
+                }
             };
-            check_id("sink", &id, &mut sink_ids).map_err(invalid)?;
-            let (policy, max_removal_ratio) = build_policy(&id, policy, &kind).map_err(invalid)?;
+            let (policy, max_removal_ratio) = build_policy(&id, raw_policy, &kind).map_err(at)?;
             sinks.push(SinkConfig { id, policy, max_removal_ratio, kind });
         }
 
-        Ok(Config { path: path.to_path_buf(), store_path: resolve(&raw.store.path), filters, sources, sinks })
+        let triage = raw.triage.map(|t| (line_of(t.span()), t.into_inner()));
+        Ok(Config { path: path.to_path_buf(), store_path: resolve(&raw.store.path), filters, sources, sinks, triage })
+    }
+}
+
+/// Deserializes a connector's own settings from what is left of its table, so an unknown key
+/// is refused with serde's list of the expected ones.
+fn settings<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+    T::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string().trim_end().to_string())
+}
+
+fn take_string(table: &mut toml::Table, key: &str) -> Result<String, String> {
+    match table.remove(key) {
+        Some(toml::Value::String(value)) => Ok(value),
+        Some(other) => Err(format!("{key} must be a string, not {other}")),
+        None => Err(format!("missing key {key:?}")),
+    }
+}
+
+/// A secret file named relatively is relative to the config file, like every other path.
+fn anchor_secret(secret: &mut SecretRef, resolve: &dyn Fn(&Path) -> PathBuf) {
+    if let SecretRef::File { file } = secret {
+        *file = resolve(file);
+    }
+}
+
+fn anchor_http(http: &mut HttpOptions, resolve: &dyn Fn(&Path) -> PathBuf) {
+    if let Some(ca) = &http.ca_bundle {
+        http.ca_bundle = Some(resolve(ca));
     }
 }
 
@@ -275,15 +372,16 @@ fn check_id(what: &str, id: &str, seen: &mut HashSet<String>) -> Result<(), Stri
 }
 
 fn build_policy(id: &str, raw: RawPolicy, kind: &SinkKind) -> Result<(SinkPolicy, f64), String> {
+    let _ = id;
     let supported = kind.supported_kinds();
     let kinds: BTreeSet<IndicatorKind> = match raw.kinds {
         None => supported.iter().copied().collect(),
         Some(names) => {
             let mut kinds = BTreeSet::new();
             for name in names {
-                let k: IndicatorKind = name.parse().map_err(|e| format!("sink {id}: kinds: {e}"))?;
+                let k: IndicatorKind = name.parse().map_err(|e| format!("kinds: {e}"))?;
                 if !supported.contains(&k) {
-                    return Err(format!("sink {id}: a {} sink cannot hold {k}", kind.name()));
+                    return Err(format!("a {} sink cannot hold {k}", kind.name()));
                 }
                 kinds.insert(k);
                 // A firewall list of IPs takes networks of the same family too.
@@ -306,20 +404,20 @@ fn build_policy(id: &str, raw: RawPolicy, kind: &SinkKind) -> Result<(SinkPolicy
         None => Some(Tlp::Amber),
         Some(name) if name.eq_ignore_ascii_case("any") => None,
         Some(name) => Some(Tlp::from_name(&name).ok_or_else(|| {
-            format!("sink {id}: max_tlp {name:?} is not one of clear, white, green, amber, amber+strict, red, any")
+            format!("max_tlp {name:?} is not one of clear, white, green, amber, amber+strict, red, any")
         })?),
     };
     if let Some(c) = raw.min_confidence {
         if c > 100 {
-            return Err(format!("sink {id}: min_confidence {c} must be 0..=100"));
+            return Err(format!("min_confidence {c} must be 0..=100"));
         }
     }
     let ratio = raw.max_removal_ratio.unwrap_or(0.2);
     if !(0.0..=1.0).contains(&ratio) {
-        return Err(format!("sink {id}: max_removal_ratio {ratio} must be between 0 and 1"));
+        return Err(format!("max_removal_ratio {ratio} must be between 0 and 1"));
     }
     if raw.capacity == Some(0) {
-        return Err(format!("sink {id}: capacity must be at least 1"));
+        return Err("capacity must be at least 1".to_string());
     }
     let policy = SinkPolicy {
         kinds,
@@ -386,6 +484,33 @@ max_tlp = "green"
         let message = Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string();
         assert!(message.contains("pth"), "{message}");
         assert!(message.contains("line"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_sink_is_refused_with_its_line() {
+        let text = EXAMPLE.replace("dir = \"out/edl\"", "dir = \"out/edl\"\nformat = \"pan\"");
+        let message = Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(message.contains("format") && message.contains("sink \"firewall\" (line 20)"), "{message}");
+    }
+
+    #[test]
+    fn vendor_sinks_take_their_own_settings_and_secret_references_only() {
+        let text = format!(
+            "{EXAMPLE}\n[[sink]]\nid = \"apex\"\nkind = \"apex_central\"\nbase_url = \"https://apex.example\"\napplication_id = \"app\"\napi_key = {{ file = \"secrets/apex\" }}\ncapacity = 100\n"
+        );
+        let config = Config::parse(&text, Path::new("/etc/tibridge/t.toml")).unwrap();
+        let apex = config.sinks.iter().find(|s| s.id == "apex").unwrap();
+        assert_eq!(apex.policy.capacity, Some(100));
+        assert!(apex.policy.kinds.contains(&IndicatorKind::Sha1));
+        match &apex.kind {
+            SinkKind::ApexCentral(settings) => {
+                assert_eq!(settings.api_key, SecretRef::File { file: PathBuf::from("/etc/tibridge/secrets/apex") })
+            }
+            other => panic!("{other:?}"),
+        }
+        let inline = text.replace("api_key = { file = \"secrets/apex\" }", "api_key = \"hunter2\"");
+        let message = Config::parse(&inline, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(message.contains("api_key") && !message.contains("hunter2"), "{message}");
     }
 
     #[test]

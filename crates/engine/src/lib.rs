@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod sync;
+pub mod triage;
 
 pub use config::{Config, ConfigError};
 pub use sync::{Engine, EngineError};

@@ -10,7 +10,9 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tibridge_connectors::edl::EdlSink;
-use tibridge_connectors::misp::MispFileSource;
+use tibridge_connectors::apex_central::ApexCentralSink;
+use tibridge_connectors::deep_security::DeepSecuritySink;
+use tibridge_connectors::misp::{MispFeedSource, MispFileSource, MispSource};
 use tibridge_connectors::stix_file::{StixFileSink, StixFileSource};
 use tibridge_connectors::text_file::TextFileSource;
 use tibridge_connectors::{ItemOutcome, Sink, SinkStyle, Source, SourceError};
@@ -28,8 +30,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("filters: {0}")]
     Filters(String),
-    #[error("sink {sink_id}: {reason}")]
-    Sink { sink_id: String, reason: String },
+    /// A source or sink could not be built from its settings (a missing secret, a bad URL).
+    #[error("{0}")]
+    Build(String),
 }
 
 /// Hooks for a progress display; the engine stays free of any terminal code.
@@ -117,8 +120,12 @@ impl Engine {
         }
         let store = Store::open_sqlite(&config.store_path).await?;
         let (filters, filter_warnings) = load_filters(&config)?;
-        let sources = config.sources.iter().map(|c| (c.clone(), build_source(c))).collect();
-        let sinks = config.sinks.iter().map(|c| SinkRuntime { config: c.clone(), sink: build_sink(c) }).collect();
+        let sources = config.sources.iter().map(|c| Ok((c.clone(), build_source(c)?))).collect::<Result<_, EngineError>>()?;
+        let sinks = config
+            .sinks
+            .iter()
+            .map(|c| Ok(SinkRuntime { config: c.clone(), sink: build_sink(c)? }))
+            .collect::<Result<_, EngineError>>()?;
         Ok(Engine { config, store, filters, filter_warnings, sources, sinks })
     }
 
@@ -183,7 +190,7 @@ impl Engine {
             Err(e) => ReadOutcome { complete: false, error: Some(e.to_string()), ..ReadOutcome::default() },
         };
         for skipped in &outcome.skipped {
-            tracing::warn!(source = %config.id, "skipped {skipped}");
+            tracing::debug!(source = %config.id, "skipped {skipped}");
         }
         if let Err(SourceError::Unavailable { reason, .. }) = &read_result {
             tracing::error!(source = %config.id, "not read, nothing it said is retired: {reason}");
@@ -204,6 +211,7 @@ impl Engine {
     pub async fn plan(&self) -> Result<Vec<SinkPlan>, EngineError> {
         let catalog = self.store.catalog().await?;
         let now = tibridge_core::timestamp::now();
+        // The catalog is read once and evaluated for every sink.
         let mut plans = Vec::with_capacity(self.sinks.len());
         for runtime in &self.sinks {
             let desired = desired_state(
@@ -441,19 +449,33 @@ pub fn rule_name(reason: &FilterReason) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn build_source(config: &SourceConfig) -> Box<dyn Source> {
-    match &config.kind {
-        SourceKind::StixFile { path } => Box::new(StixFileSource::new(config.id.clone(), path.clone())),
-        SourceKind::MispFile { path } => Box::new(MispFileSource::new(config.id.clone(), path.clone())),
-        SourceKind::TextFile { path } => Box::new(TextFileSource::new(config.id.clone(), path.clone())),
-    }
+fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, EngineError> {
+    let id = config.id.clone();
+    let built: Box<dyn Source> = match &config.kind {
+        SourceKind::StixFile { path } => Box::new(StixFileSource::new(id, path.clone())),
+        SourceKind::MispFile { path } => Box::new(MispFileSource::new(id, path.clone())),
+        SourceKind::TextFile { path } => Box::new(TextFileSource::new(id, path.clone())),
+        SourceKind::Misp(settings) => Box::new(MispSource::from_config(id, settings).map_err(|e| EngineError::Build(e.to_string()))?),
+        SourceKind::MispFeed(settings) => {
+            Box::new(MispFeedSource::from_config(id, settings).map_err(|e| EngineError::Build(e.to_string()))?)
+        }
+    };
+    Ok(built)
 }
 
-fn build_sink(config: &SinkConfig) -> Box<dyn Sink> {
-    match &config.kind {
-        SinkKind::Edl { dir } => Box::new(EdlSink::new(config.id.clone(), dir.clone(), config.policy.kinds.iter().copied().collect())),
-        SinkKind::StixFile { path } => Box::new(StixFileSink::new(config.id.clone(), path.clone())),
-    }
+fn build_sink(config: &SinkConfig) -> Result<Box<dyn Sink>, EngineError> {
+    let id = config.id.clone();
+    let built: Box<dyn Sink> = match &config.kind {
+        SinkKind::Edl { dir } => Box::new(EdlSink::new(id, dir.clone(), config.policy.kinds.iter().copied().collect())),
+        SinkKind::StixFile { path } => Box::new(StixFileSink::new(id, path.clone())),
+        SinkKind::ApexCentral(settings) => {
+            Box::new(ApexCentralSink::from_config(id, settings).map_err(|e| EngineError::Build(e.to_string()))?)
+        }
+        SinkKind::DeepSecurity(settings) => {
+            Box::new(DeepSecuritySink::from_config(id, settings).map_err(|e| EngineError::Build(e.to_string()))?)
+        }
+    };
+    Ok(built)
 }
 
 /// Loads warninglists and the allowlist. A broken list is a warning, not a failure: losing
