@@ -34,6 +34,9 @@ pub mod intezer;
 pub mod virustotal;
 pub mod vision_one;
 
+/// A tibridge config aimed at a running lab.
+pub mod tibridge_config;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;

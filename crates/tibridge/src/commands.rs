@@ -2,7 +2,6 @@
 
 use crate::progress::Bars;
 use crate::{exit, Cli, Command, ExportFormat, Failure};
-use anyhow::Context;
 use serde_json::json;
 use std::io::Write;
 use tibridge_connectors::edl;
@@ -15,8 +14,20 @@ use tibridge_engine::sync::{ApplyReport, SinkPlan, SourceReport};
 use tibridge_engine::{Config, Engine};
 
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
+    // These two bring their own configuration.
+    match &cli.command {
+        Command::Demo { dir } => return crate::demo::run_demo(dir, cli.json).await,
+        Command::Lab { lab_config, write_config } => {
+            return crate::demo::run_lab(lab_config.as_deref(), write_config.as_deref()).await
+        }
+        _ => {}
+    }
     let config = Config::load(&cli.config).map_err(|e| Failure { code: exit::CONFIG, error: e.into() })?;
-    let engine = Engine::open(config).await.context("cannot start")?;
+    let engine = match Engine::open(config).await {
+        Ok(engine) => engine,
+        Err(e @ tibridge_engine::EngineError::Build(_)) => return Err(Failure { code: exit::CONFIG, error: e.into() }),
+        Err(e) => return Err(Failure { code: exit::RUNTIME, error: anyhow::Error::from(e).context("cannot start") }),
+    };
     let json = cli.json;
     let code = match cli.command {
         Command::Check => check(&engine, json),
@@ -27,9 +38,14 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Indicators { kind, search, limit } => indicators(&engine, json, kind, search, limit).await?,
         Command::Export { format, sink } => export(&engine, format, sink).await?,
         Command::Audit { limit } => audit(&engine, json, limit).await?,
+        Command::Demo { .. } | Command::Lab { .. } => exit::OK,
     };
     engine.store.close().await;
     Ok(code)
+}
+
+pub(crate) fn print_json_value(value: &serde_json::Value) -> Result<(), Failure> {
+    print_json(value)
 }
 
 fn print_json(value: &serde_json::Value) -> Result<(), Failure> {
@@ -76,7 +92,7 @@ async fn collect_and_plan(engine: &Engine, bars: &Bars) -> Result<(Vec<SourceRep
     Ok((reports, plans))
 }
 
-fn print_sources(reports: &[SourceReport]) {
+pub(crate) fn print_sources(reports: &[SourceReport]) {
     for r in reports {
         match &r.error {
             Some(error) => println!("source {}: NOT READ ({error}); nothing it said before is retired", r.source_id),
@@ -94,7 +110,7 @@ fn print_sources(reports: &[SourceReport]) {
     }
 }
 
-fn print_plans(plans: &[SinkPlan]) {
+pub(crate) fn print_plans(plans: &[SinkPlan]) {
     for p in plans {
         println!(
             "sink {} ({}): +{} -{} ={} (holds {})",
@@ -182,7 +198,7 @@ async fn sync(engine: &Engine, json: bool, dry_run: bool, force: bool) -> Result
     })
 }
 
-fn print_applied(applied: &[ApplyReport]) {
+pub(crate) fn print_applied(applied: &[ApplyReport]) {
     for r in applied {
         println!("sink {}: {} (+{} -{})", r.sink_id, r.outcome, r.added, r.removed);
         for failure in r.failed.iter().take(10) {

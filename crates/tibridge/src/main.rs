@@ -2,6 +2,7 @@
 //! library crates together and owns the user interface; it decides nothing itself.
 
 mod commands;
+mod demo;
 mod progress;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -60,6 +61,22 @@ enum Command {
         /// The sink whose desired state to export; without it, every active indicator.
         #[arg(long)]
         sink: Option<String>,
+    },
+    /// Run the whole job with no credentials against the loopback lab: MISP to Apex Central and
+    /// Deep Security, then a deletion in MISP reaching both.
+    Demo {
+        /// Where the demo writes its config, secrets, store and outputs.
+        #[arg(long, default_value = "demo-out")]
+        dir: PathBuf,
+    },
+    /// Start the loopback simulators and wait for Ctrl-C.
+    Lab {
+        /// Lab settings (ports, keys, capacities, faults, MISP data set); defaults otherwise.
+        #[arg(long)]
+        lab_config: Option<PathBuf>,
+        /// Also write a tibridge config (and its secret files) aimed at the lab into this folder.
+        #[arg(long)]
+        write_config: Option<PathBuf>,
     },
     /// Show the most recent entries of the audit log.
     Audit {
