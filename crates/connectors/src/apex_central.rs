@@ -790,4 +790,29 @@ mod tests {
         assert!(reason.contains("-7") && reason.contains("bad signature"), "{reason}");
         assert!(!reason.contains("not-the-key-42"));
     }
+
+    #[test]
+    fn config_reads_secret_references_and_refuses_inline_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key_file = dir.path().join("apex.key");
+        std::fs::write(&key_file, "k3y\n").expect("write");
+        let json = serde_json::json!({
+            "base_url": "https://apex.example",
+            "application_id": "app",
+            "api_key": {"file": key_file},
+            "scan_action": "block",
+            "http": {"ca_bundle": null, "timeout_secs": 30, "rate_limit_per_minute": 120}
+        });
+        let config: ApexCentralConfig = serde_json::from_value(json).expect("config");
+        let sink = ApexCentralSink::from_config("apex".into(), &config).expect("sink");
+        assert_eq!(sink.api_key.expose(), "k3y");
+        assert_eq!(sink.scan_action, ScanAction::Block);
+        assert!(!format!("{sink:?}").contains("k3y"), "Debug never shows the key");
+        let inline = serde_json::json!({"base_url": "https://a", "application_id": "x", "api_key": "k3y"});
+        assert!(serde_json::from_value::<ApexCentralConfig>(inline).is_err());
+        let typo = serde_json::json!({"base_url": "https://a", "application_id": "x", "api_key": {"env": "X"}, "scan_actoin": "block"});
+        assert!(serde_json::from_value::<ApexCentralConfig>(typo).is_err());
+        let quarantine = serde_json::json!({"base_url": "https://a", "application_id": "x", "api_key": {"env": "X"}, "scan_action": "quarantine"});
+        assert!(serde_json::from_value::<ApexCentralConfig>(quarantine).is_err(), "the UDSO API takes log|block only");
+    }
 }
