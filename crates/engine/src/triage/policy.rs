@@ -159,7 +159,7 @@ pub fn after_reputation(
     filters: &Filters,
 ) -> Step {
     let review = |rule: Rule, reason: String| {
-        let (proposed, withheld) = screen_all(candidate_targets(object, None), object, filters);
+        let (proposed, withheld) = screen_all(candidate_targets(object, None), filters);
         Step::Decided(Decided { decision: Decision::Review { reason }, rule, withheld, proposed })
     };
     let reputation = match reputation {
@@ -222,7 +222,7 @@ fn after_sandbox(
     filters: &Filters,
 ) -> Decided {
     let review = |rule: Rule, reason: String, resolved: Option<&str>| {
-        let (proposed, withheld) = screen_all(candidate_targets(object, resolved), object, filters);
+        let (proposed, withheld) = screen_all(candidate_targets(object, resolved), filters);
         Decided { decision: Decision::Review { reason }, rule, withheld, proposed }
     };
     let report = match sandbox {
@@ -275,7 +275,7 @@ fn after_sandbox(
 /// review, and so does having nothing left to block.
 fn block(rule: Rule, object: &Indicator, targets: Vec<Indicator>, filters: &Filters) -> Decided {
     if let Some(reason) = excluded(object, filters) {
-        let (_, withheld) = screen_all(targets, object, filters);
+        let (_, withheld) = screen_all(targets, filters);
         return Decided {
             decision: Decision::Review { reason: format!("would block ({}) but {object} is {reason}", rule.as_str()) },
             rule: Rule::Allowlisted,
@@ -283,7 +283,7 @@ fn block(rule: Rule, object: &Indicator, targets: Vec<Indicator>, filters: &Filt
             proposed: Vec::new(),
         };
     }
-    let (targets, withheld) = screen_all(targets, object, filters);
+    let (targets, withheld) = screen_all(targets, filters);
     if targets.is_empty() {
         return Decided {
             decision: Decision::Review {
@@ -313,7 +313,7 @@ pub fn candidate_targets(object: &Indicator, resolved_ip: Option<&str>) -> Vec<I
 }
 
 /// Splits targets into those that may be blocked and those withheld (deduplicated, in order).
-fn screen_all(targets: Vec<Indicator>, object: &Indicator, filters: &Filters) -> (Vec<Indicator>, Vec<Withheld>) {
+fn screen_all(targets: Vec<Indicator>, filters: &Filters) -> (Vec<Indicator>, Vec<Withheld>) {
     let mut keep: Vec<Indicator> = Vec::new();
     let mut withheld: Vec<Withheld> = Vec::new();
     for target in targets {
@@ -330,7 +330,6 @@ fn screen_all(targets: Vec<Indicator>, object: &Indicator, filters: &Filters) ->
             None => keep.push(target),
         }
     }
-    let _ = object;
     (keep, withheld)
 }
 
