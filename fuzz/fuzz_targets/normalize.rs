@@ -50,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
     let misp_type = MISP_TYPES[usize::from(selector) % MISP_TYPES.len()];
     if let Some(results) = indicators_for_attribute(misp_type, text) {
         for indicator in results.into_iter().flatten() {
-            assert_eq!(normalize(indicator.kind, &indicator.value), Ok(indicator.clone()), "{misp_type} gave a non-canonical value");
+            assert_eq!(
+                normalize(indicator.kind, &indicator.value),
+                Ok(indicator.clone()),
+                "{misp_type} gave a non-canonical value"
+            );
         }
     }
 });

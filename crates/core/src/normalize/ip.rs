@@ -71,7 +71,7 @@ fn parse_v6(kind: IndicatorKind, value: &str) -> Result<Ipv6Addr, NormalizeError
 }
 
 /// Splits `addr/len`, refusing prefix spellings that parsers disagree on (`/08`, `/+8`).
-fn split_prefix<'a>(kind: IndicatorKind, value: &'a str, max: u8) -> Result<(&'a str, u8), NormalizeError> {
+fn split_prefix(kind: IndicatorKind, value: &str, max: u8) -> Result<(&str, u8), NormalizeError> {
     let Some((addr, len)) = value.split_once('/') else {
         return Ok((value, max));
     };

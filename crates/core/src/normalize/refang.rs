@@ -220,7 +220,7 @@ fn join_spelled_words(s: &str) -> Option<String> {
         return None;
     }
     let words: Vec<&str> = s.split(is_inline_space).filter(|w| !w.is_empty()).collect();
-    if words.len() < 3 || words.len() % 2 == 0 {
+    if words.len() < 3 || words.len() % 2 != 1 {
         return None;
     }
     let mut out = String::with_capacity(s.len());
