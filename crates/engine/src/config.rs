@@ -12,6 +12,7 @@ use tibridge_connectors::apex_central::ApexCentralConfig;
 use tibridge_connectors::deep_security::DeepSecurityConfig;
 use tibridge_connectors::http::{HttpOptions, SecretRef};
 use tibridge_connectors::misp::{MispFeedConfig, MispRestConfig};
+use tibridge_connectors::vision_one::VisionOneSinkConfig;
 use tibridge_core::policy::SinkPolicy;
 use tibridge_core::{IndicatorKind, Tlp};
 use toml::Spanned;
@@ -184,6 +185,7 @@ pub enum SinkKind {
     StixFile { path: PathBuf },
     ApexCentral(Box<ApexCentralConfig>),
     DeepSecurity(Box<DeepSecurityConfig>),
+    VisionOne(Box<VisionOneSinkConfig>),
 }
 
 impl SinkKind {
@@ -193,6 +195,7 @@ impl SinkKind {
             SinkKind::StixFile { .. } => "stix_file",
             SinkKind::ApexCentral(_) => "apex_central",
             SinkKind::DeepSecurity(_) => "deep_security",
+            SinkKind::VisionOne(_) => "vision_one",
         }
     }
 
@@ -210,6 +213,7 @@ impl SinkKind {
             SinkKind::StixFile { .. } => IndicatorKind::ALL.to_vec(),
             SinkKind::ApexCentral(_) => tibridge_connectors::apex_central::KINDS.to_vec(),
             SinkKind::DeepSecurity(_) => vec![IndicatorKind::Sha256],
+            SinkKind::VisionOne(_) => tibridge_connectors::vision_one::KINDS.to_vec(),
         }
     }
 }
@@ -312,9 +316,15 @@ impl Config {
                     anchor_http(&mut settings.http, &resolve);
                     SinkKind::DeepSecurity(Box::new(settings))
                 }
+                "vision_one" => {
+                    let mut settings: VisionOneSinkConfig = settings(table).map_err(at)?;
+                    anchor_secret(&mut settings.token, &resolve);
+                    anchor_http(&mut settings.http, &resolve);
+                    SinkKind::VisionOne(Box::new(settings))
+                }
                 other => {
                     return Err(at(format!(
-                        "unknown sink kind {other:?} (expected edl, stix_file, apex_central or deep_security)"
+                        "unknown sink kind {other:?} (expected edl, stix_file, apex_central, deep_security or vision_one)"
                     )))
                 }
             };

@@ -15,6 +15,7 @@ use tibridge_connectors::deep_security::DeepSecuritySink;
 use tibridge_connectors::misp::{MispFeedSource, MispFileSource, MispSource};
 use tibridge_connectors::stix_file::{StixFileSink, StixFileSource};
 use tibridge_connectors::text_file::TextFileSource;
+use tibridge_connectors::vision_one::VisionOneSink;
 use tibridge_connectors::{ItemOutcome, Sink, SinkStyle, Source, SourceError};
 use tibridge_core::filters::allowlist::Allowlist;
 use tibridge_core::filters::warninglist::{Warninglist, WarninglistSet};
@@ -473,6 +474,9 @@ fn build_sink(config: &SinkConfig) -> Result<Box<dyn Sink>, EngineError> {
         }
         SinkKind::DeepSecurity(settings) => {
             Box::new(DeepSecuritySink::from_config(id, settings).map_err(|e| EngineError::Build(e.to_string()))?)
+        }
+        SinkKind::VisionOne(settings) => {
+            Box::new(VisionOneSink::from_config(id, settings).map_err(|e| EngineError::Build(e.to_string()))?)
         }
     };
     Ok(built)
