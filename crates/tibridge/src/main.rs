@@ -134,9 +134,10 @@ fn main() -> ExitCode {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
-        1 => "info,sqlx=warn",
-        2 => "debug,sqlx=warn,hyper=info",
+        // sqlx reports slow statements as warnings; a large first ingest is slow by nature.
+        0 => "warn,sqlx=error",
+        1 => "info,sqlx=error",
+        2 => "debug,sqlx=info,hyper=info",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIBRIDGE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
