@@ -173,6 +173,10 @@ fn print_alert(alert: &AlertOutcome) {
         let list: Vec<String> = alert.would_block.iter().map(|i| i.to_string()).collect();
         println!("  would block: {}", list.join(", "));
     }
+    if !alert.already_blocked.is_empty() {
+        let list: Vec<String> = alert.already_blocked.iter().map(|i| i.to_string()).collect();
+        println!("  already blocked by triage: {}", list.join(", "));
+    }
     for block in &alert.blocks {
         match &block.error {
             None => println!("  blocked {}", block.indicator),
