@@ -12,7 +12,10 @@ use tibridge_connectors::apex_central::ApexCentralConfig;
 use tibridge_connectors::deep_security::DeepSecurityConfig;
 use tibridge_connectors::http::{HttpOptions, SecretRef};
 use tibridge_connectors::misp::{MispFeedConfig, MispRestConfig};
-use tibridge_connectors::vision_one::VisionOneSinkConfig;
+use crate::triage::{RawTriage, TriageConnectors, TriagePolicy};
+use tibridge_connectors::intezer::IntezerConfig;
+use tibridge_connectors::virustotal::VirusTotalConfig;
+use tibridge_connectors::vision_one::{VisionOneAlertConfig, VisionOneHunterConfig, VisionOneSinkConfig};
 use tibridge_core::policy::SinkPolicy;
 use tibridge_core::{IndicatorKind, Tlp};
 use toml::Spanned;
@@ -129,8 +132,29 @@ pub struct Config {
     pub filters: FiltersConfig,
     pub sources: Vec<SourceConfig>,
     pub sinks: Vec<SinkConfig>,
-    /// The `[triage]` table, with the line it starts on, for the triage module to validate.
-    pub triage: Option<(usize, toml::Table)>,
+    /// The C2 triage playbook (`[triage]` and its `[triage.connectors.*]`), if configured.
+    pub triage: Option<TriageConfig>,
+}
+
+/// The validated `[triage]` section: the decision policy and the connectors it uses.
+#[derive(Debug, Clone)]
+pub struct TriageConfig {
+    pub policy: TriagePolicy,
+    pub connectors: TriageConnectors,
+}
+
+/// `[triage.connectors]`: where detections come from, who is asked, where blocks and hunts go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTriageConnectors {
+    /// Vision One detections (`[triage.connectors.alerts]`).
+    alerts: VisionOneAlertConfig,
+    virustotal: VirusTotalConfig,
+    intezer: IntezerConfig,
+    /// The Suspicious Object list blocks go to.
+    block: VisionOneSinkConfig,
+    /// Custom intelligence report + sweep; without it the playbook blocks but does not hunt.
+    hunt: Option<VisionOneHunterConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -332,7 +356,44 @@ impl Config {
             sinks.push(SinkConfig { id, policy, max_removal_ratio, kind });
         }
 
-        let triage = raw.triage.map(|t| (line_of(t.span()), t.into_inner()));
+        let triage = match raw.triage {
+            None => None,
+            Some(spanned) => {
+                let line = line_of(spanned.span());
+                let at = |message: String| invalid(format!("[triage] (line {line}): {message}"));
+                let mut table = spanned.into_inner();
+                let connectors = match table.remove("connectors") {
+                    Some(value) => value,
+                    None => return Err(at("missing [triage.connectors] (alerts, virustotal, intezer, block)".into())),
+                };
+                let mut connectors: RawTriageConnectors =
+                    RawTriageConnectors::deserialize(connectors).map_err(|e| at(format!("connectors: {}", e.to_string().trim_end())))?;
+                let raw_triage: RawTriage = settings(table).map_err(at)?;
+                let policy = raw_triage.validate(&base, filters.allowlist.as_deref()).map_err(|e| at(e.to_string()))?;
+                anchor_secret(&mut connectors.alerts.token, &resolve);
+                anchor_secret(&mut connectors.virustotal.api_key, &resolve);
+                anchor_secret(&mut connectors.intezer.api_key, &resolve);
+                anchor_secret(&mut connectors.block.token, &resolve);
+                for http in [&mut connectors.alerts.http, &mut connectors.virustotal.http, &mut connectors.intezer.http, &mut connectors.block.http] {
+                    anchor_http(http, &resolve);
+                }
+                if let Some(hunt) = &mut connectors.hunt {
+                    anchor_secret(&mut hunt.token, &resolve);
+                    anchor_http(&mut hunt.http, &resolve);
+                }
+                Some(TriageConfig {
+                    policy,
+                    connectors: TriageConnectors {
+                        alert_source_id: "vision-one".into(),
+                        alerts: connectors.alerts,
+                        virustotal: connectors.virustotal,
+                        intezer: connectors.intezer,
+                        block: connectors.block,
+                        hunt: connectors.hunt,
+                    },
+                })
+            }
+        };
         Ok(Config { path: path.to_path_buf(), store_path: resolve(&raw.store.path), filters, sources, sinks, triage })
     }
 }

@@ -37,6 +37,9 @@ pub mod vision_one;
 /// A tibridge config aimed at a running lab.
 pub mod tibridge_config;
 
+/// Seeded scenarios for the demo and the end-to-end tests.
+pub mod scenarios;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -18,15 +18,18 @@ pub struct LabConfigOptions {
     pub deep_security_extra: String,
     /// Extra TOML appended to the `misp` source.
     pub misp_extra: String,
+    /// Extra TOML appended to the `[triage]` section.
+    pub triage_extra: String,
 }
 
 impl Default for LabConfigOptions {
     fn default() -> Self {
-        LabConfigOptions { warninglists: None, apex_extra: String::new(), deep_security_extra: String::new(), misp_extra: String::new() }
+        LabConfigOptions { warninglists: None, apex_extra: String::new(), deep_security_extra: String::new(), misp_extra: String::new(), triage_extra: String::new() }
     }
 }
 
-/// Writes `<dir>/secrets/*` (keys taken from `config`, the one the lab was started with) and `<dir>/tibridge.toml` for the MISP → Apex Central and Deep
+/// Writes `<dir>/secrets/*` (keys taken from `config`, the one the lab was started with)
+/// and, when the triage simulators run, the `[triage]` playbook aimed at them, and `<dir>/tibridge.toml` for the MISP → Apex Central and Deep
 /// Security job against `lab`, and returns the config's path.
 pub fn write_sync_config(lab: &Lab, config: &LabConfig, dir: &Path, options: &LabConfigOptions) -> std::io::Result<std::path::PathBuf> {
     let secrets = dir.join("secrets");
@@ -56,6 +59,23 @@ pub fn write_sync_config(lab: &Lab, config: &LabConfig, dir: &Path, options: &La
         text.push_str(&format!(
             "\n[[sink]]\nid = \"deep-security\"\nkind = \"deep_security\"\nbase_url = {:?}\napi_key = {{ file = \"secrets/deep-security.key\" }}\n{}\n",
             ds.url, options.deep_security_extra
+        ));
+    }
+    if let (Some(v1), Some(vt), Some(iz)) = (&lab.vision_one, &lab.virustotal, &lab.intezer) {
+        std::fs::write(secrets.join("vision-one.token"), &config.vision_one.settings.token)?;
+        std::fs::write(secrets.join("virustotal.key"), config.virustotal.settings.api_keys.first().map(String::as_str).unwrap_or(""))?;
+        std::fs::write(secrets.join("intezer.key"), &config.intezer.settings.api_key)?;
+        text.push_str(&format!(
+            "\n[triage]\nlookback = \"3d\"\ninterval = \"5m\"\ncache_ttl = \"1d\"\n{extra}\n\
+             \n[triage.connectors.alerts]\nbase_url = {v1:?}\ntoken = {{ file = \"secrets/vision-one.token\" }}\n\
+             \n[triage.connectors.virustotal]\nbase_url = {vt:?}\napi_key = {{ file = \"secrets/virustotal.key\" }}\nrequests_per_minute = 6000\n\
+             \n[triage.connectors.intezer]\nbase_url = \"{iz}/api/v2-0\"\napi_key = {{ file = \"secrets/intezer.key\" }}\npoll_interval_secs = 0\nmax_wait_secs = 30\n\
+             \n[triage.connectors.block]\nbase_url = {v1:?}\ntoken = {{ file = \"secrets/vision-one.token\" }}\n\
+             \n[triage.connectors.hunt]\nbase_url = {v1:?}\ntoken = {{ file = \"secrets/vision-one.token\" }}\npoll_interval_secs = 0\nmax_wait_secs = 30\n",
+            extra = options.triage_extra,
+            v1 = v1.url,
+            vt = vt.url,
+            iz = iz.url,
         ));
     }
     let path = dir.join("tibridge.toml");

@@ -11,6 +11,7 @@ use tibridge_core::stix::{write_bundle, BundleOptions};
 use tibridge_core::timestamp::{iso_seconds, now};
 use tibridge_core::IndicatorKind;
 use tibridge_engine::sync::{ApplyReport, SinkPlan, SourceReport};
+use crate::triage_commands::{run_cases, run_review, run_triage, TriageCommand};
 use tibridge_engine::{Config, Engine};
 
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Indicators { kind, search, limit } => indicators(&engine, json, kind, search, limit).await?,
         Command::Export { format, sink } => export(&engine, format, sink).await?,
         Command::Audit { limit } => audit(&engine, json, limit).await?,
+        Command::Triage(command) => triage(&engine, command, json).await?,
         Command::Demo { .. } | Command::Lab { .. } => exit::OK,
     };
     engine.store.close().await;
@@ -386,6 +388,30 @@ async fn export(engine: &Engine, format: ExportFormat, sink: Option<String>) -> 
         }
     }
     Ok(exit::OK)
+}
+
+async fn triage(engine: &Engine, command: TriageCommand, json: bool) -> Result<u8, Failure> {
+    if let TriageCommand::Cases { id, limit } = command {
+        return run_cases(&engine.store, id, limit, json).await;
+    }
+    let Some(settings) = &engine.config.triage else {
+        return Err(Failure {
+            code: exit::CONFIG,
+            error: anyhow::anyhow!("{} has no [triage] section", engine.config.path.display()),
+        });
+    };
+    let mut playbook = tibridge_engine::triage::build(
+        engine.store.clone(),
+        settings.policy.clone(),
+        &settings.connectors,
+        engine.filters.clone(),
+    )
+    .map_err(|e| Failure { code: exit::CONFIG, error: e.into() })?;
+    match command {
+        TriageCommand::Triage { once, dry_run } => run_triage(&mut playbook, once, dry_run, json).await,
+        TriageCommand::Review { action } => run_review(&playbook, action, json).await,
+        TriageCommand::Cases { .. } => Ok(exit::OK),
+    }
 }
 
 async fn audit(engine: &Engine, json: bool, limit: usize) -> Result<u8, Failure> {

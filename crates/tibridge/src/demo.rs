@@ -97,6 +97,34 @@ async fn demo_steps(lab: &Lab, lab_config: &LabConfig, dir: &Path, json: bool) -
     say(format!(
         "== Apex Central: {udso_before} -> {udso_after} suspicious objects; Deep Security: {rules_before} -> {rules_after} block rules"
     ));
+
+    // The second job: C2 alert triage on one seeded detection per branch of the playbook.
+    let branches = tibridge_lab::scenarios::seed_triage_branches(lab, tibridge_core::timestamp::now() - 3600);
+    say(format!("\n== triage: {} Vision One C2 detections seeded, one per branch:", branches.len()));
+    for b in &branches {
+        say(format!("   {:<22} {}", b.branch, b.url));
+    }
+    let triage = match &engine.config.triage {
+        Some(settings) => {
+            let mut playbook = tibridge_engine::triage::build(
+                engine.store.clone(),
+                settings.policy.clone(),
+                &settings.connectors,
+                engine.filters.clone(),
+            )
+            .map_err(|e| Failure { code: exit::CONFIG, error: e.into() })?;
+            if json {
+                let report = playbook.run_once(tibridge_core::timestamp::now()).await.map_err(anyhow::Error::from)?;
+                serde_json::to_value(&report).unwrap_or_default()
+            } else {
+                crate::triage_commands::run_triage(&mut playbook, true, false, false).await?;
+                println!("\n== the cases, each with its evidence (tibridge cases ID shows one):");
+                crate::triage_commands::run_cases(&engine.store, None, 20, false).await?;
+                serde_json::Value::Null
+            }
+        }
+        None => serde_json::Value::Null,
+    };
     say(format!("== every change is in the audit log: tibridge --config {} audit", config_path.display()));
     if json {
         crate::commands::print_json_value(&json!({
@@ -105,6 +133,7 @@ async fn demo_steps(lab: &Lab, lab_config: &LabConfig, dir: &Path, json: bool) -
             "second": { "sources": second_reports, "plans": second_plans, "applied": second_applied },
             "apex_central": { "before": udso_before, "after": udso_after },
             "deep_security": { "before": rules_before, "after": rules_after },
+            "triage": triage,
         }))?;
     }
     engine.store.close().await;

@@ -4,6 +4,7 @@
 mod commands;
 mod demo;
 mod progress;
+mod triage_commands;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -78,6 +79,9 @@ enum Command {
         #[arg(long)]
         write_config: Option<PathBuf>,
     },
+    /// C2 alert triage: `triage`, `cases`, `review`.
+    #[command(flatten)]
+    Triage(triage_commands::TriageCommand),
     /// Show the most recent entries of the audit log.
     Audit {
         #[arg(long, default_value_t = 50)]
