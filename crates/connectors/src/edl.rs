@@ -88,7 +88,8 @@ impl Sink for EdlSink {
 
     async fn write_snapshot(&self, entries: &[DesiredEntry]) -> Result<(), SinkError> {
         for (name, text) in render(&self.kinds, entries) {
-            write_atomically(&self.dir.join(name), text.as_bytes()).map_err(|reason| SinkError::Failed { sink_id: self.id.clone(), reason })?;
+            write_atomically(&self.dir.join(name), text.as_bytes())
+                .map_err(|reason| SinkError::Failed { sink_id: self.id.clone(), reason })?;
         }
         Ok(())
     }

@@ -61,7 +61,11 @@ pub fn bundle_entry(entry: &DesiredEntry, now: i64) -> BundleEntry {
     BundleEntry {
         indicator: entry.indicator.clone(),
         name: Some(format!("{} {}", entry.indicator.kind, entry.indicator.value)),
-        description: Some(if entry.provenance.is_empty() { "shared by tibridge".to_string() } else { entry.provenance.clone() }),
+        description: Some(if entry.provenance.is_empty() {
+            "shared by tibridge".to_string()
+        } else {
+            entry.provenance.clone()
+        }),
         confidence: entry.confidence,
         tlp: entry.tlp,
         valid_from: entry.last_seen.unwrap_or(now).min(now),
@@ -88,7 +92,8 @@ impl Sink for StixFileSink {
         let now = tibridge_core::timestamp::now();
         let entries: Vec<BundleEntry> = entries.iter().map(|e| bundle_entry(e, now)).collect();
         let bundle = write_bundle(&entries, &BundleOptions { created: now, report_name: None, fresh_ids: false });
-        let bytes = serde_json::to_vec_pretty(&bundle).map_err(|e| SinkError::Failed { sink_id: self.id.clone(), reason: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(&bundle)
+            .map_err(|e| SinkError::Failed { sink_id: self.id.clone(), reason: e.to_string() })?;
         write_atomically(&self.path, &bytes).map_err(|reason| SinkError::Failed { sink_id: self.id.clone(), reason })
     }
 }
@@ -99,8 +104,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
-    file.write_all(bytes).and_then(|_| file.as_file().sync_all()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
+    file.write_all(bytes)
+        .and_then(|_| file.as_file().sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     file.persist(path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
     Ok(())
 }

@@ -89,7 +89,12 @@ pub fn parse_text(source_id: &str, file_name: &str, bytes: &[u8]) -> (Vec<Observ
     (observations, skipped)
 }
 
-fn observation_from_fields(source_id: &str, item: &str, fields: &[String], cols: Columns) -> Result<Observation, String> {
+fn observation_from_fields(
+    source_id: &str,
+    item: &str,
+    fields: &[String],
+    cols: Columns,
+) -> Result<Observation, String> {
     let field = |i: Option<usize>| i.and_then(|i| fields.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty());
     let value = field(Some(cols.value)).ok_or("no value")?;
     let indicator = match field(cols.kind) {
@@ -100,14 +105,22 @@ fn observation_from_fields(source_id: &str, item: &str, fields: &[String], cols:
         None => normalize::detect(value),
     }
     .map_err(|e| format!("{value:?}: {e}"))?;
-    let mut observation = Observation::new(indicator.clone(), source_id, format!("{}:{}", indicator.kind, indicator.value));
+    let mut observation =
+        Observation::new(indicator.clone(), source_id, format!("{}:{}", indicator.kind, indicator.value));
     observation.event_info = Some(item.to_string());
     if let Some(confidence) = field(cols.confidence) {
-        let confidence: u8 = confidence.parse().ok().filter(|c| *c <= 100).ok_or_else(|| format!("confidence {confidence:?} is not 0..100"))?;
+        let confidence: u8 = confidence
+            .parse()
+            .ok()
+            .filter(|c| *c <= 100)
+            .ok_or_else(|| format!("confidence {confidence:?} is not 0..100"))?;
         observation.confidence = Some(confidence);
     }
     if let Some(tlp) = field(cols.tlp) {
-        observation.tlp = Some(Tlp::from_name(tlp.trim_start_matches("tlp:").trim_start_matches("TLP:")).ok_or_else(|| format!("unknown TLP {tlp:?}"))?);
+        observation.tlp = Some(
+            Tlp::from_name(tlp.trim_start_matches("tlp:").trim_start_matches("TLP:"))
+                .ok_or_else(|| format!("unknown TLP {tlp:?}"))?,
+        );
     }
     if let Some(tags) = field(cols.tags) {
         observation.tags = tags.split(['|', ';']).map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
@@ -128,7 +141,8 @@ fn strip_comment(line: &str) -> &str {
 }
 
 fn split_csv(line: &str) -> Vec<String> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(line.as_bytes());
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(line.as_bytes());
     match reader.records().next() {
         Some(Ok(record)) => record.iter().map(str::to_string).collect(),
         _ => vec![line.to_string()],
@@ -159,7 +173,11 @@ impl Source for TextFileSource {
 }
 
 /// Sends observations in batches of [`BATCH_SIZE`].
-pub(crate) async fn send_in_batches(source_id: &str, mut observations: Vec<Observation>, out: &ObservationBatches) -> Result<(), SourceError> {
+pub(crate) async fn send_in_batches(
+    source_id: &str,
+    mut observations: Vec<Observation>,
+    out: &ObservationBatches,
+) -> Result<(), SourceError> {
     while !observations.is_empty() {
         let rest = observations.split_off(observations.len().min(BATCH_SIZE));
         out.send(observations).await.map_err(|_| SourceError::Cancelled { source_id: source_id.to_string() })?;

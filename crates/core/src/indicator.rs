@@ -157,7 +157,10 @@ trait StripPrefixCi {
 
 impl StripPrefixCi for str {
     fn strip_prefix_ci<'a>(&'a self, prefix: &str) -> Option<&'a str> {
-        if self.len() >= prefix.len() && self.is_char_boundary(prefix.len()) && self[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        if self.len() >= prefix.len()
+            && self.is_char_boundary(prefix.len())
+            && self[..prefix.len()].eq_ignore_ascii_case(prefix)
+        {
             Some(&self[prefix.len()..])
         } else {
             None

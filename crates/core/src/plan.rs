@@ -85,18 +85,11 @@ impl Plan {
 /// (removing an entry that is already gone is harmless and keeps the ledger honest).
 pub fn plan(sink_id: &str, desired: &[DesiredEntry], ledger: &[LedgerEntry], now: i64) -> Plan {
     let wanted: HashSet<&Indicator> = desired.iter().map(|e| &e.indicator).collect();
-    let present: HashMap<&Indicator, &LedgerEntry> = ledger
-        .iter()
-        .filter(|e| e.expires_at.map_or(true, |at| at > now))
-        .map(|e| (&e.indicator, e))
-        .collect();
+    let present: HashMap<&Indicator, &LedgerEntry> =
+        ledger.iter().filter(|e| e.expires_at.map_or(true, |at| at > now)).map(|e| (&e.indicator, e)).collect();
     let additions: Vec<DesiredEntry> =
         desired.iter().filter(|e| !present.contains_key(&e.indicator)).cloned().collect();
-    let removals: Vec<LedgerEntry> = ledger
-        .iter()
-        .filter(|e| !wanted.contains(&e.indicator))
-        .cloned()
-        .collect();
+    let removals: Vec<LedgerEntry> = ledger.iter().filter(|e| !wanted.contains(&e.indicator)).cloned().collect();
     Plan {
         sink_id: sink_id.to_string(),
         unchanged: desired.len() - additions.len(),
@@ -126,7 +119,12 @@ mod tests {
     }
 
     fn owned(value: &str, expires_at: Option<i64>) -> LedgerEntry {
-        LedgerEntry { indicator: Indicator::from_canonical(IndicatorKind::Domain, value), remote_id: None, added_at: 0, expires_at }
+        LedgerEntry {
+            indicator: Indicator::from_canonical(IndicatorKind::Domain, value),
+            remote_id: None,
+            added_at: 0,
+            expires_at,
+        }
     }
 
     fn values<T>(items: &[T], f: impl Fn(&T) -> &Indicator) -> Vec<String> {

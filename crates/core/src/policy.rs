@@ -91,24 +91,48 @@ impl Default for Filters {
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum FilterReason {
     /// The sink does not take this kind.
-    NotRouted { kind: IndicatorKind },
+    NotRouted {
+        kind: IndicatorKind,
+    },
     /// Every source withdrew it (MISP soft delete, STIX revoked).
     Deleted,
     /// No source flagged it for detection.
     NotToIds,
-    TlpTooHigh { tlp: Tlp, max: Tlp },
+    TlpTooHigh {
+        tlp: Tlp,
+        max: Tlp,
+    },
     /// `valid_until` has passed.
-    Expired { at: i64 },
+    Expired {
+        at: i64,
+    },
     /// Older than the source's `max_age`.
-    TooOld { source_id: String, max_age_seconds: i64 },
-    TagExcluded { tag: String },
+    TooOld {
+        source_id: String,
+        max_age_seconds: i64,
+    },
+    TagExcluded {
+        tag: String,
+    },
     MissingRequiredTag,
-    BelowConfidence { confidence: Option<u8>, min: u8 },
-    Warninglist { list: String },
-    Allowlist { entry: String },
-    CidrTooWide { prefix: u8, max: u8 },
+    BelowConfidence {
+        confidence: Option<u8>,
+        min: u8,
+    },
+    Warninglist {
+        list: String,
+    },
+    Allowlist {
+        entry: String,
+    },
+    CidrTooWide {
+        prefix: u8,
+        max: u8,
+    },
     /// The sink is full; better indicators took the places.
-    OverCapacity { capacity: usize },
+    OverCapacity {
+        capacity: usize,
+    },
 }
 
 impl fmt::Display for FilterReason {
@@ -130,7 +154,9 @@ impl fmt::Display for FilterReason {
             },
             FilterReason::Warninglist { list } => write!(f, "on warninglist {list:?}"),
             FilterReason::Allowlist { entry } => write!(f, "allowlisted by {entry}"),
-            FilterReason::CidrTooWide { prefix, max } => write!(f, "network /{prefix} is wider than the allowed /{max}"),
+            FilterReason::CidrTooWide { prefix, max } => {
+                write!(f, "network /{prefix} is wider than the allowed /{max}")
+            }
             FilterReason::OverCapacity { capacity } => write!(f, "over the sink's capacity of {capacity}"),
         }
     }
@@ -198,7 +224,12 @@ pub fn evaluate(
     Ok(merge(indicator, &usable, confidence, filters))
 }
 
-fn observation_reason(observation: &Observation, policy: &SinkPolicy, filters: &Filters, now: i64) -> Option<FilterReason> {
+fn observation_reason(
+    observation: &Observation,
+    policy: &SinkPolicy,
+    filters: &Filters,
+    now: i64,
+) -> Option<FilterReason> {
     if observation.deleted {
         return Some(FilterReason::Deleted);
     }
@@ -218,7 +249,10 @@ fn observation_reason(observation: &Observation, policy: &SinkPolicy, filters: &
     if let Some(&max_age) = filters.max_age_by_source.get(&observation.source_id) {
         if let Some(seen) = recency(observation) {
             if seen + max_age <= now {
-                return Some(FilterReason::TooOld { source_id: observation.source_id.clone(), max_age_seconds: max_age });
+                return Some(FilterReason::TooOld {
+                    source_id: observation.source_id.clone(),
+                    max_age_seconds: max_age,
+                });
             }
         }
     }
@@ -254,10 +288,8 @@ fn merge(indicator: &Indicator, usable: &[&Observation], confidence: Option<u8>,
     let expires_at = usable
         .iter()
         .map(|o| {
-            let by_age = filters
-                .max_age_by_source
-                .get(&o.source_id)
-                .and_then(|max_age| recency(o).map(|seen| seen + max_age));
+            let by_age =
+                filters.max_age_by_source.get(&o.source_id).and_then(|max_age| recency(o).map(|seen| seen + max_age));
             match (o.valid_until, by_age) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -330,17 +362,29 @@ mod tests {
     }
 
     fn policy() -> SinkPolicy {
-        SinkPolicy::for_kinds([IndicatorKind::Domain, IndicatorKind::Ipv4, IndicatorKind::Ipv4Cidr, IndicatorKind::Sha1])
+        SinkPolicy::for_kinds([
+            IndicatorKind::Domain,
+            IndicatorKind::Ipv4,
+            IndicatorKind::Ipv4Cidr,
+            IndicatorKind::Sha1,
+        ])
     }
 
-    fn check(observations: &[Observation], policy: &SinkPolicy, filters: &Filters) -> Result<DesiredEntry, FilterReason> {
+    fn check(
+        observations: &[Observation],
+        policy: &SinkPolicy,
+        filters: &Filters,
+    ) -> Result<DesiredEntry, FilterReason> {
         evaluate(&observations[0].indicator, observations, policy, filters, NOW)
     }
 
     #[test]
     fn routing_decides_first() {
         let o = observation(IndicatorKind::Url, "http://evil.example/");
-        assert_eq!(check(&[o], &policy(), &Filters::default()), Err(FilterReason::NotRouted { kind: IndicatorKind::Url }));
+        assert_eq!(
+            check(&[o], &policy(), &Filters::default()),
+            Err(FilterReason::NotRouted { kind: IndicatorKind::Url })
+        );
     }
 
     #[test]
@@ -410,7 +454,10 @@ mod tests {
         p.exclude_tags = vec!["false-positive".into()];
         let mut o = observation(IndicatorKind::Domain, "evil.example");
         o.tags = vec!["False-Positive".into()];
-        assert!(matches!(check(std::slice::from_ref(&o), &p, &Filters::default()), Err(FilterReason::TagExcluded { .. })));
+        assert!(matches!(
+            check(std::slice::from_ref(&o), &p, &Filters::default()),
+            Err(FilterReason::TagExcluded { .. })
+        ));
         p.exclude_tags.clear();
         p.include_tags = vec!["c2".into()];
         assert_eq!(check(&[o], &p, &Filters::default()), Err(FilterReason::MissingRequiredTag));

@@ -55,9 +55,16 @@ pub fn parse_loose(text: &str) -> Option<i64> {
     if text.bytes().all(|b| b.is_ascii_digit()) {
         let n: i64 = text.parse().ok()?;
         // MISP first_seen/last_seen may be epoch microseconds.
-        return Some(if n > 100_000_000_000_000 { n / 1_000_000 } else if n > 100_000_000_000 { n / 1000 } else { n });
+        return Some(if n > 100_000_000_000_000 {
+            n / 1_000_000
+        } else if n > 100_000_000_000 {
+            n / 1000
+        } else {
+            n
+        });
     }
-    let with_zone = if text.len() == 10 { format!("{text}T00:00:00Z") } else { format!("{}Z", text.trim_end_matches('Z')) };
+    let with_zone =
+        if text.len() == 10 { format!("{text}T00:00:00Z") } else { format!("{}Z", text.trim_end_matches('Z')) };
     let with_zone = with_zone.replacen(' ', "T", 1);
     parse_rfc3339(&with_zone)
 }

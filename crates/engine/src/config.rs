@@ -5,15 +5,15 @@
 //! is an error naming the key and its line. Secrets are never written inline: only
 //! `{ env = "NAME" }` or `{ file = "PATH" }` references are accepted.
 
+use crate::triage::{RawTriage, TriageConnectors, TriagePolicy};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use tibridge_connectors::apex_central::ApexCentralConfig;
 use tibridge_connectors::deep_security::DeepSecurityConfig;
 use tibridge_connectors::http::{HttpOptions, SecretRef};
-use tibridge_connectors::misp::{MispFeedConfig, MispRestConfig};
-use crate::triage::{RawTriage, TriageConnectors, TriagePolicy};
 use tibridge_connectors::intezer::IntezerConfig;
+use tibridge_connectors::misp::{MispFeedConfig, MispRestConfig};
 use tibridge_connectors::virustotal::VirusTotalConfig;
 use tibridge_connectors::vision_one::{VisionOneAlertConfig, VisionOneHunterConfig, VisionOneSinkConfig};
 use tibridge_core::policy::SinkPolicy;
@@ -120,8 +120,16 @@ struct RawPolicy {
     max_removal_ratio: Option<f64>,
 }
 
-const POLICY_KEYS: [&str; 8] =
-    ["kinds", "min_confidence", "max_tlp", "require_to_ids", "include_tags", "exclude_tags", "capacity", "max_removal_ratio"];
+const POLICY_KEYS: [&str; 8] = [
+    "kinds",
+    "min_confidence",
+    "max_tlp",
+    "require_to_ids",
+    "include_tags",
+    "exclude_tags",
+    "capacity",
+    "max_removal_ratio",
+];
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -278,16 +286,23 @@ impl Config {
             check_id("source", &id, &mut ids).map_err(at)?;
             let max_age = match table.remove("max_age") {
                 None => None,
-                Some(toml::Value::String(text)) => Some(
-                    tibridge_core::timestamp::parse_duration(&text)
-                        .ok_or_else(|| at(format!("max_age {text:?} is not a duration like \"90d\", \"12h\" or \"30m\"")))?,
-                ),
+                Some(toml::Value::String(text)) => {
+                    Some(tibridge_core::timestamp::parse_duration(&text).ok_or_else(|| {
+                        at(format!("max_age {text:?} is not a duration like \"90d\", \"12h\" or \"30m\""))
+                    })?)
+                }
                 Some(other) => return Err(at(format!("max_age must be a string like \"90d\", not {other}"))),
             };
             let kind = match kind.as_str() {
-                "stix_file" => SourceKind::StixFile { path: resolve(&settings::<FileSettings>(table).map_err(at)?.path) },
-                "misp_file" => SourceKind::MispFile { path: resolve(&settings::<FileSettings>(table).map_err(at)?.path) },
-                "text_file" => SourceKind::TextFile { path: resolve(&settings::<FileSettings>(table).map_err(at)?.path) },
+                "stix_file" => {
+                    SourceKind::StixFile { path: resolve(&settings::<FileSettings>(table).map_err(at)?.path) }
+                }
+                "misp_file" => {
+                    SourceKind::MispFile { path: resolve(&settings::<FileSettings>(table).map_err(at)?.path) }
+                }
+                "text_file" => {
+                    SourceKind::TextFile { path: resolve(&settings::<FileSettings>(table).map_err(at)?.path) }
+                }
                 "misp" => {
                     let mut settings: MispRestConfig = settings(table).map_err(at)?;
                     anchor_secret(&mut settings.api_key, &resolve);
@@ -346,11 +361,9 @@ impl Config {
                     anchor_http(&mut settings.http, &resolve);
                     SinkKind::VisionOne(Box::new(settings))
                 }
-                other => {
-                    return Err(at(format!(
-                        "unknown sink kind {other:?} (expected edl, stix_file, apex_central, deep_security or vision_one)"
-                    )))
-                }
+                other => return Err(at(format!(
+                    "unknown sink kind {other:?} (expected edl, stix_file, apex_central, deep_security or vision_one)"
+                ))),
             };
             let (policy, max_removal_ratio) = build_policy(&id, raw_policy, &kind).map_err(at)?;
             sinks.push(SinkConfig { id, policy, max_removal_ratio, kind });
@@ -366,15 +379,20 @@ impl Config {
                     Some(value) => value,
                     None => return Err(at("missing [triage.connectors] (alerts, virustotal, intezer, block)".into())),
                 };
-                let mut connectors: RawTriageConnectors =
-                    RawTriageConnectors::deserialize(connectors).map_err(|e| at(format!("connectors: {}", e.to_string().trim_end())))?;
+                let mut connectors: RawTriageConnectors = RawTriageConnectors::deserialize(connectors)
+                    .map_err(|e| at(format!("connectors: {}", e.to_string().trim_end())))?;
                 let raw_triage: RawTriage = settings(table).map_err(at)?;
                 let policy = raw_triage.validate(&base, filters.allowlist.as_deref()).map_err(|e| at(e.to_string()))?;
                 anchor_secret(&mut connectors.alerts.token, &resolve);
                 anchor_secret(&mut connectors.virustotal.api_key, &resolve);
                 anchor_secret(&mut connectors.intezer.api_key, &resolve);
                 anchor_secret(&mut connectors.block.token, &resolve);
-                for http in [&mut connectors.alerts.http, &mut connectors.virustotal.http, &mut connectors.intezer.http, &mut connectors.block.http] {
+                for http in [
+                    &mut connectors.alerts.http,
+                    &mut connectors.virustotal.http,
+                    &mut connectors.intezer.http,
+                    &mut connectors.block.http,
+                ] {
                     anchor_http(http, &resolve);
                 }
                 if let Some(hunt) = &mut connectors.hunt {

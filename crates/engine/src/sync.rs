@@ -9,9 +9,9 @@ use crate::config::{Config, SinkConfig, SinkKind, SourceConfig, SourceKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use tibridge_connectors::edl::EdlSink;
 use tibridge_connectors::apex_central::ApexCentralSink;
 use tibridge_connectors::deep_security::DeepSecuritySink;
+use tibridge_connectors::edl::EdlSink;
 use tibridge_connectors::misp::{MispFeedSource, MispFileSource, MispSource};
 use tibridge_connectors::stix_file::{StixFileSink, StixFileSource};
 use tibridge_connectors::text_file::TextFileSource;
@@ -117,11 +117,13 @@ impl Engine {
     /// Opens the store, loads the filters and builds every source and sink.
     pub async fn open(config: Config) -> Result<Engine, EngineError> {
         if let Some(dir) = config.store_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| EngineError::Filters(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| EngineError::Filters(format!("cannot create {}: {e}", dir.display())))?;
         }
         let store = Store::open_sqlite(&config.store_path).await?;
         let (filters, filter_warnings) = load_filters(&config)?;
-        let sources = config.sources.iter().map(|c| Ok((c.clone(), build_source(c)?))).collect::<Result<_, EngineError>>()?;
+        let sources =
+            config.sources.iter().map(|c| Ok((c.clone(), build_source(c)?))).collect::<Result<_, EngineError>>()?;
         let sinks = config
             .sinks
             .iter()
@@ -164,7 +166,12 @@ impl Engine {
         Ok(reports)
     }
 
-    async fn collect_one(&self, config: &SourceConfig, source: &dyn Source, progress: &dyn Progress) -> Result<SourceReport, EngineError> {
+    async fn collect_one(
+        &self,
+        config: &SourceConfig,
+        source: &dyn Source,
+        progress: &dyn Progress,
+    ) -> Result<SourceReport, EngineError> {
         let cursor = self.store.cursor(&config.id).await?;
         let mut read = self.store.begin_read(&config.id).await?;
         let (sender, mut receiver) = mpsc::channel::<Vec<Observation>>(4);
@@ -246,7 +253,13 @@ impl Engine {
     }
 
     /// Applies plans. A refused plan is skipped unless `force`; the others still apply.
-    pub async fn apply(&self, plans: &[SinkPlan], force: bool, dry_run: bool, progress: &dyn Progress) -> Result<Vec<ApplyReport>, EngineError> {
+    pub async fn apply(
+        &self,
+        plans: &[SinkPlan],
+        force: bool,
+        dry_run: bool,
+        progress: &dyn Progress,
+    ) -> Result<Vec<ApplyReport>, EngineError> {
         let mut reports = Vec::with_capacity(plans.len());
         for sink_plan in plans {
             let Some(runtime) = self.sinks.iter().find(|r| r.config.id == sink_plan.sink_id) else {
@@ -256,14 +269,27 @@ impl Engine {
             let report = if dry_run {
                 ApplyReport { sink_id: sink_plan.sink_id.clone(), outcome: "dry-run".into(), ..ApplyReport::default() }
             } else if let (Some(refusal), false) = (&sink_plan.refusal, force) {
-                ApplyReport { sink_id: sink_plan.sink_id.clone(), outcome: format!("refused: {refusal}"), ..ApplyReport::default() }
+                ApplyReport {
+                    sink_id: sink_plan.sink_id.clone(),
+                    outcome: format!("refused: {refusal}"),
+                    ..ApplyReport::default()
+                }
             } else if sink_plan.plan.is_empty() {
-                ApplyReport { sink_id: sink_plan.sink_id.clone(), outcome: "unchanged".into(), ..ApplyReport::default() }
+                ApplyReport {
+                    sink_id: sink_plan.sink_id.clone(),
+                    outcome: "unchanged".into(),
+                    ..ApplyReport::default()
+                }
             } else {
-                progress.apply_started(&sink_plan.sink_id, (sink_plan.plan.additions.len() + sink_plan.plan.removals.len()) as u64);
+                progress.apply_started(
+                    &sink_plan.sink_id,
+                    (sink_plan.plan.additions.len() + sink_plan.plan.removals.len()) as u64,
+                );
                 let report = match runtime.sink.style() {
                     SinkStyle::Snapshot => self.apply_snapshot(runtime, sink_plan, force).await?,
-                    SinkStyle::Incremental { max_batch } => self.apply_incremental(runtime, sink_plan, max_batch.max(1), force, progress).await?,
+                    SinkStyle::Incremental { max_batch } => {
+                        self.apply_incremental(runtime, sink_plan, max_batch.max(1), force, progress).await?
+                    }
                 };
                 progress.apply_finished(&sink_plan.sink_id);
                 report
@@ -285,7 +311,12 @@ impl Engine {
         Ok(reports)
     }
 
-    async fn apply_snapshot(&self, runtime: &SinkRuntime, sink_plan: &SinkPlan, force: bool) -> Result<ApplyReport, EngineError> {
+    async fn apply_snapshot(
+        &self,
+        runtime: &SinkRuntime,
+        sink_plan: &SinkPlan,
+        force: bool,
+    ) -> Result<ApplyReport, EngineError> {
         let sink_id = &sink_plan.sink_id;
         let mut report = ApplyReport { sink_id: sink_id.clone(), ..ApplyReport::default() };
         if let Err(e) = runtime.sink.write_snapshot(&sink_plan.desired.entries).await {
@@ -300,10 +331,16 @@ impl Engine {
             .plan
             .additions
             .iter()
-            .map(|e| LedgerEntry { indicator: e.indicator.clone(), remote_id: None, added_at: now, expires_at: e.expires_at })
+            .map(|e| LedgerEntry {
+                indicator: e.indicator.clone(),
+                remote_id: None,
+                added_at: now,
+                expires_at: e.expires_at,
+            })
             .collect();
         self.store.ledger_add(sink_id, &added).await?;
-        let mut audit: Vec<AuditRecord> = sink_plan.plan.removals.iter().map(|e| self.removal_record(sink_plan, e, "written", force)).collect();
+        let mut audit: Vec<AuditRecord> =
+            sink_plan.plan.removals.iter().map(|e| self.removal_record(sink_plan, e, "written", force)).collect();
         audit.extend(sink_plan.plan.additions.iter().map(|e| addition_record(sink_id, e, "written")));
         self.store.audit(&audit).await?;
         report.added = added.len() as u64;
@@ -344,7 +381,10 @@ impl Engine {
                     }
                     ItemOutcome::Failed { reason, .. } | ItemOutcome::CapacityFull { reason } => {
                         report.failed.push(format!("remove {}: {reason}", entry.indicator));
-                        audit.push(AuditRecord { response: format!("failed: {reason}"), ..self.removal_record(sink_plan, entry, "", force) });
+                        audit.push(AuditRecord {
+                            response: format!("failed: {reason}"),
+                            ..self.removal_record(sink_plan, entry, "", force)
+                        });
                     }
                 }
             }
@@ -371,9 +411,15 @@ impl Engine {
                 for (entry, outcome) in batch.iter().zip(outcomes) {
                     match outcome {
                         ItemOutcome::Done { remote_id } => {
-                            let response = remote_id.as_ref().map_or("added".to_string(), |id| format!("added as {id}"));
+                            let response =
+                                remote_id.as_ref().map_or("added".to_string(), |id| format!("added as {id}"));
                             audit.push(addition_record(sink_id, entry, &response));
-                            confirmed.push(LedgerEntry { indicator: entry.indicator.clone(), remote_id, added_at: now, expires_at: entry.expires_at });
+                            confirmed.push(LedgerEntry {
+                                indicator: entry.indicator.clone(),
+                                remote_id,
+                                added_at: now,
+                                expires_at: entry.expires_at,
+                            });
                         }
                         ItemOutcome::Failed { reason, .. } => {
                             report.failed.push(format!("add {}: {reason}", entry.indicator));
@@ -424,7 +470,11 @@ impl Engine {
             action: "remove".into(),
             target: sink_plan.sink_id.clone(),
             item: entry.indicator.to_string(),
-            reason: if force && sink_plan.refusal.is_some() { format!("{why} (guardrail overridden with --force)") } else { why },
+            reason: if force && sink_plan.refusal.is_some() {
+                format!("{why} (guardrail overridden with --force)")
+            } else {
+                why
+            },
             response: response.to_string(),
         }
     }
@@ -456,7 +506,9 @@ fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, EngineError> {
         SourceKind::StixFile { path } => Box::new(StixFileSource::new(id, path.clone())),
         SourceKind::MispFile { path } => Box::new(MispFileSource::new(id, path.clone())),
         SourceKind::TextFile { path } => Box::new(TextFileSource::new(id, path.clone())),
-        SourceKind::Misp(settings) => Box::new(MispSource::from_config(id, settings).map_err(|e| EngineError::Build(e.to_string()))?),
+        SourceKind::Misp(settings) => {
+            Box::new(MispSource::from_config(id, settings).map_err(|e| EngineError::Build(e.to_string()))?)
+        }
         SourceKind::MispFeed(settings) => {
             Box::new(MispFeedSource::from_config(id, settings).map_err(|e| EngineError::Build(e.to_string()))?)
         }
@@ -502,7 +554,8 @@ fn load_filters(config: &Config) -> Result<(Filters, Vec<String>), EngineError> 
     }
     let allowlist = match &config.filters.allowlist {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| EngineError::Filters(format!("allowlist {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| EngineError::Filters(format!("allowlist {}: {e}", path.display())))?;
             let (allowlist, errors) = Allowlist::parse(&text);
             warnings.extend(errors.into_iter().map(|e| format!("allowlist {}: {e}", path.display())));
             allowlist

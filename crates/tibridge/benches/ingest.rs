@@ -35,7 +35,8 @@ fn main() {
         return;
     }
     if !feed.join("manifest.json").exists() {
-        let status = Command::new(std::env::current_exe().unwrap()).env("INGEST_GENERATE_INTO", &feed).status().unwrap();
+        let status =
+            Command::new(std::env::current_exe().unwrap()).env("INGEST_GENERATE_INTO", &feed).status().unwrap();
         assert!(status.success(), "generating the feed failed");
     }
 
@@ -53,7 +54,8 @@ fn main() {
     let runs: Vec<(f64, i64)> = (0..2).map(|_| run_pinned(&config)).collect();
 
     let attributes = count_attributes(&feed);
-    let bytes: u64 = std::fs::read_dir(&feed).unwrap().flatten().map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)).sum();
+    let bytes: u64 =
+        std::fs::read_dir(&feed).unwrap().flatten().map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)).sum();
     let event_count = event_files(&feed).len();
     println!("feed: {attributes} attributes in {event_count} events, {:.0} MB of JSON", bytes as f64 / 1e6);
     let baseline = baseline_parse(&feed);
@@ -62,7 +64,9 @@ fn main() {
         baseline,
         attributes as f64 / baseline
     );
-    for ((seconds, max_rss_kb), label) in runs.into_iter().zip(["first ingest (empty store)", "re-read, nothing changed"]) {
+    for ((seconds, max_rss_kb), label) in
+        runs.into_iter().zip(["first ingest (empty store)", "re-read, nothing changed"])
+    {
         println!(
             "tibridge collect, {label}: {:.2} s, {:.0} attributes/s ({:.2}x the baseline's time), peak RSS {:.0} MB",
             seconds,
@@ -138,6 +142,9 @@ fn run_pinned(config: &Path) -> (f64, i64) {
     // SAFETY: wait4 on our own child's pid with valid out pointers.
     let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     let seconds = started.elapsed().as_secs_f64();
-    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "tibridge collect failed (status {status})");
+    assert!(
+        pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "tibridge collect failed (status {status})"
+    );
     (seconds, usage.ru_maxrss)
 }

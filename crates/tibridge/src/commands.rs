@@ -1,6 +1,7 @@
 //! One function per command: run the engine, print for people or as JSON, pick the exit code.
 
 use crate::progress::Bars;
+use crate::triage_commands::{run_cases, run_review, run_triage, TriageCommand};
 use crate::{exit, Cli, Command, ExportFormat, Failure};
 use serde_json::json;
 use std::io::Write;
@@ -11,7 +12,6 @@ use tibridge_core::stix::{write_bundle, BundleOptions};
 use tibridge_core::timestamp::{iso_seconds, now};
 use tibridge_core::IndicatorKind;
 use tibridge_engine::sync::{ApplyReport, SinkPlan, SourceReport};
-use crate::triage_commands::{run_cases, run_review, run_triage, TriageCommand};
 use tibridge_engine::{Config, Engine};
 
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
@@ -100,7 +100,13 @@ pub(crate) fn print_sources(reports: &[SourceReport]) {
             Some(error) => println!("source {}: NOT READ ({error}); nothing it said before is retired", r.source_id),
             None => println!(
                 "source {}: {} items, {} new, {} changed, {} unchanged, {} retired, {} skipped",
-                r.source_id, r.items_read, r.written.inserted, r.written.updated, r.written.unchanged, r.retired, r.skipped.len()
+                r.source_id,
+                r.items_read,
+                r.written.inserted,
+                r.written.updated,
+                r.written.unchanged,
+                r.retired,
+                r.skipped.len()
             ),
         }
         for skipped in r.skipped.iter().take(10) {
@@ -140,7 +146,10 @@ pub(crate) fn print_plans(plans: &[SinkPlan]) {
             println!("  filtered: {}", rules.join(", "));
         }
         if p.left_out_by_capacity > 0 {
-            println!("  warning: {} indicators left out by the sink's capacity (the best ones were kept)", p.left_out_by_capacity);
+            println!(
+                "  warning: {} indicators left out by the sink's capacity (the best ones were kept)",
+                p.left_out_by_capacity
+            );
         }
         if let Some(refusal) = &p.refusal {
             println!("  REFUSED: {refusal}");
@@ -185,7 +194,9 @@ async fn sync(engine: &Engine, json: bool, dry_run: bool, force: bool) -> Result
     let failed = reports.iter().any(|r| r.error.is_some())
         || applied.iter().any(|r| r.outcome.starts_with("failed") || r.outcome.starts_with("incomplete"));
     if json {
-        print_json(&json!({ "sources": reports, "plans": plans_json(&plans), "applied": applied, "dry_run": dry_run }))?;
+        print_json(
+            &json!({ "sources": reports, "plans": plans_json(&plans), "applied": applied, "dry_run": dry_run }),
+        )?;
     } else {
         print_sources(&reports);
         print_plans(&plans);
@@ -251,7 +262,13 @@ async fn status(engine: &Engine, json: bool) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-async fn indicators(engine: &Engine, json: bool, kind: Option<String>, search: Option<String>, limit: usize) -> Result<u8, Failure> {
+async fn indicators(
+    engine: &Engine,
+    json: bool,
+    kind: Option<String>,
+    search: Option<String>,
+    limit: usize,
+) -> Result<u8, Failure> {
     let kind = kind
         .map(|k| k.parse::<IndicatorKind>())
         .transpose()
@@ -260,7 +277,8 @@ async fn indicators(engine: &Engine, json: bool, kind: Option<String>, search: O
     let now = now();
     let mut ledgers = Vec::new();
     for sink in &engine.config.sinks {
-        let owned: std::collections::HashSet<_> = engine.store.ledger(&sink.id).await?.into_iter().map(|e| e.indicator).collect();
+        let owned: std::collections::HashSet<_> =
+            engine.store.ledger(&sink.id).await?.into_iter().map(|e| e.indicator).collect();
         ledgers.push(owned);
     }
     let mut rows = Vec::new();
@@ -323,7 +341,9 @@ async fn indicators(engine: &Engine, json: bool, kind: Option<String>, search: O
             let present = if sink["present"].as_bool() == Some(true) { "present" } else { "absent" };
             match sink["filtered_by"].as_str() {
                 None => println!("  sink {}: wanted, {present}", sink["sink"].as_str().unwrap_or("")),
-                Some(reason) => println!("  sink {}: filtered ({reason}), {present}", sink["sink"].as_str().unwrap_or("")),
+                Some(reason) => {
+                    println!("  sink {}: filtered ({reason}), {present}", sink["sink"].as_str().unwrap_or(""))
+                }
             }
         }
     }
@@ -334,10 +354,10 @@ async fn export(engine: &Engine, format: ExportFormat, sink: Option<String>) -> 
     let entries: Vec<DesiredEntry> = match &sink {
         Some(id) => {
             let plans = engine.plan().await?;
-            let plan = plans
-                .into_iter()
-                .find(|p| &p.sink_id == id)
-                .ok_or_else(|| Failure { code: exit::CONFIG, error: anyhow::anyhow!("no sink {id:?} in {}", engine.config.path.display()) })?;
+            let plan = plans.into_iter().find(|p| &p.sink_id == id).ok_or_else(|| Failure {
+                code: exit::CONFIG,
+                error: anyhow::anyhow!("no sink {id:?} in {}", engine.config.path.display()),
+            })?;
             plan.desired().entries.clone()
         }
         None => {
@@ -359,12 +379,14 @@ async fn export(engine: &Engine, format: ExportFormat, sink: Option<String>) -> 
         ExportFormat::Stix => {
             let now = now();
             let bundle_entries: Vec<_> = entries.iter().map(|e| bundle_entry(e, now)).collect();
-            let bundle = write_bundle(&bundle_entries, &BundleOptions { created: now, report_name: None, fresh_ids: false });
+            let bundle =
+                write_bundle(&bundle_entries, &BundleOptions { created: now, report_name: None, fresh_ids: false });
             serde_json::to_writer_pretty(&mut out, &bundle)?;
             writeln!(out)?;
         }
         ExportFormat::Edl => {
-            let mut lines: Vec<&str> = entries.iter().map(|e| edl::line(e.indicator.kind, &e.indicator.value)).collect();
+            let mut lines: Vec<&str> =
+                entries.iter().map(|e| edl::line(e.indicator.kind, &e.indicator.value)).collect();
             lines.sort_unstable();
             lines.dedup();
             for line in lines {
@@ -420,7 +442,16 @@ async fn audit(engine: &Engine, json: bool, limit: usize) -> Result<u8, Failure>
         print_json(&json!(records))?;
     } else {
         for r in &records {
-            println!("{} {} {} {} on {}: {} [{}]", iso_seconds(r.at), r.actor, r.action, r.item, r.target, r.reason, r.response);
+            println!(
+                "{} {} {} {} on {}: {} [{}]",
+                iso_seconds(r.at),
+                r.actor,
+                r.action,
+                r.item,
+                r.target,
+                r.reason,
+                r.response
+            );
         }
     }
     Ok(exit::OK)

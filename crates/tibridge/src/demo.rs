@@ -64,7 +64,9 @@ async fn demo_steps(lab: &Lab, lab_config: &LabConfig, dir: &Path, json: bool) -
         print_applied(&applied);
     }
     let (udso_before, rules_before) = (apex.state.udso().len(), ds.state.rules().len());
-    say(format!("== Apex Central now holds {udso_before} suspicious objects; Deep Security {rules_before} block rules"));
+    say(format!(
+        "== Apex Central now holds {udso_before} suspicious objects; Deep Security {rules_before} block rules"
+    ));
 
     // Withdraw one SHA-1 and one SHA-256 that reached the sinks, as an analyst would in MISP.
     let apex_ledger = engine.store.ledger("apex").await?;
@@ -73,9 +75,7 @@ async fn demo_steps(lab: &Lab, lab_config: &LabConfig, dir: &Path, json: bool) -
     let mut withdrawn = Vec::new();
     for (ledger, kind) in [(&apex_ledger, "sha1"), (&ds_ledger, "sha256")] {
         let pick = dataset.attributes.iter().find(|a| {
-            !a.deleted
-                && a.attr_type == kind
-                && ledger.iter().any(|e| e.indicator.value.eq_ignore_ascii_case(&a.value))
+            !a.deleted && a.attr_type == kind && ledger.iter().any(|e| e.indicator.value.eq_ignore_ascii_case(&a.value))
         });
         if let Some(attribute) = pick {
             misp.state.soft_delete_attribute(&attribute.uuid).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -145,7 +145,8 @@ pub async fn run_lab(lab_config: Option<&Path>, write_config: Option<&Path>) -> 
     let config: LabConfig = match lab_config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str(&text).map_err(|e| Failure { code: exit::CONFIG, error: anyhow::anyhow!("{}: {e}", path.display()) })?
+            toml::from_str(&text)
+                .map_err(|e| Failure { code: exit::CONFIG, error: anyhow::anyhow!("{}: {e}", path.display()) })?
         }
         None => LabConfig::default(),
     };

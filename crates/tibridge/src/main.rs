@@ -144,6 +144,7 @@ fn init_logging(verbose: u8) {
         2 => "debug,sqlx=info,hyper=info",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TIBRIDGE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIBRIDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }

@@ -35,7 +35,10 @@ impl Bars {
 
 fn spinner(prefix: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {prefix:>16} {human_pos} observations {per_sec} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:>16} {human_pos} observations {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     bar.set_prefix(prefix.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar

@@ -51,7 +51,12 @@ fn changes(report: &Value, sink: &str) -> (usize, usize) {
 async fn ledger_sizes(config: &Path) -> (u64, u64) {
     let (_, status, _) = tibridge(config, &["status"]).await;
     let entries = |id: &str| {
-        status["sinks"].as_array().unwrap().iter().find(|s| s["sink_id"] == id).map_or(0, |s| s["entries"].as_u64().unwrap())
+        status["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["sink_id"] == id)
+            .map_or(0, |s| s["entries"].as_u64().unwrap())
     };
     (entries("apex"), entries("deep-security"))
 }
@@ -64,7 +69,8 @@ async fn assert_converged(setup: &Setup) {
     assert_eq!(changes(&plan, "deep-security"), (0, 0), "deep security not converged");
     let (apex_ledger, ds_ledger) = ledger_sizes(&setup.config).await;
     let udso = setup.lab.apex_central.as_ref().unwrap().state.udso();
-    let keys: HashSet<(String, String)> = udso.iter().map(|u| (u.udso_type.clone(), u.content.to_lowercase())).collect();
+    let keys: HashSet<(String, String)> =
+        udso.iter().map(|u| (u.udso_type.clone(), u.content.to_lowercase())).collect();
     assert_eq!(keys.len(), udso.len(), "duplicate UDSO");
     assert_eq!(udso.len() as u64, apex_ledger, "Apex Central and the ledger disagree");
     let rules = setup.lab.deep_security.as_ref().unwrap().state.rules();
@@ -87,7 +93,10 @@ async fn misp_reaches_both_sinks_and_deletions_follow() {
     let udso = setup.lab.apex_central.as_ref().unwrap().state.udso();
     assert!(udso.iter().all(|u| u.scan_action == "block" && u.notes.contains("misp")), "{:?}", udso.first());
     let types: HashSet<&str> = udso.iter().map(|u| u.udso_type.as_str()).collect();
-    assert!(types.contains("file_sha1") && types.contains("domain") && types.contains("url") && types.contains("ip"), "{types:?}");
+    assert!(
+        types.contains("file_sha1") && types.contains("domain") && types.contains("url") && types.contains("ip"),
+        "{types:?}"
+    );
 
     // A second run makes no write call at all.
     let apex_calls = setup.lab.apex_central.as_ref().unwrap().state.request_count();
@@ -104,16 +113,34 @@ async fn misp_reaches_both_sinks_and_deletions_follow() {
     let rule_values: HashSet<String> =
         setup.lab.deep_security.as_ref().unwrap().state.rules().iter().map(|r| r.sha256.to_lowercase()).collect();
     let data = misp.state.dataset();
-    let sha1 = data.attributes.iter().find(|a| a.attr_type == "sha1" && udso_values.contains(&a.value)).unwrap().clone();
-    let sha256 = data.attributes.iter().find(|a| a.attr_type == "sha256" && rule_values.contains(&a.value)).unwrap().clone();
+    let sha1 =
+        data.attributes.iter().find(|a| a.attr_type == "sha1" && udso_values.contains(&a.value)).unwrap().clone();
+    let sha256 =
+        data.attributes.iter().find(|a| a.attr_type == "sha256" && rule_values.contains(&a.value)).unwrap().clone();
     misp.state.soft_delete_attribute(&sha1.uuid).unwrap();
     misp.state.soft_delete_attribute(&sha256.uuid).unwrap();
     let (code, third, stderr) = tibridge(&setup.config, &["sync"]).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(changes(&third, "apex"), (0, 1));
     assert_eq!(changes(&third, "deep-security"), (0, 1));
-    assert!(!setup.lab.apex_central.as_ref().unwrap().state.udso().iter().any(|u| u.content.eq_ignore_ascii_case(&sha1.value)));
-    assert!(!setup.lab.deep_security.as_ref().unwrap().state.rules().iter().any(|r| r.sha256.eq_ignore_ascii_case(&sha256.value)));
+    assert!(!setup
+        .lab
+        .apex_central
+        .as_ref()
+        .unwrap()
+        .state
+        .udso()
+        .iter()
+        .any(|u| u.content.eq_ignore_ascii_case(&sha1.value)));
+    assert!(!setup
+        .lab
+        .deep_security
+        .as_ref()
+        .unwrap()
+        .state
+        .rules()
+        .iter()
+        .any(|r| r.sha256.eq_ignore_ascii_case(&sha256.value)));
     assert_converged(&setup).await;
 
     // MISP answering 500 removes nothing and fails the run.

@@ -107,7 +107,14 @@ fn example_config_syncs_converges_removes_and_guards_mass_removal() {
     let domains = lab.read("out/edl/domain.txt");
     assert!(domains.lines().any(|l| l == "secure-webmail-verify.com"), "{domains}");
     assert!(domains.lines().any(|l| l == "cdn-telemetry-sync.org"), "{domains}");
-    for never in ["google.com", "portal.intranet.corp-example.com", "leak-portal-onion-gw.top", "retired-phish.example-bad.net", "old-c2.sinkholed-example.net", "tracking.secure-webmail-verify.com"] {
+    for never in [
+        "google.com",
+        "portal.intranet.corp-example.com",
+        "leak-portal-onion-gw.top",
+        "retired-phish.example-bad.net",
+        "old-c2.sinkholed-example.net",
+        "tracking.secure-webmail-verify.com",
+    ] {
         assert!(!domains.lines().any(|l| l == never), "{never} must not be blocked:\n{domains}");
     }
     let ips = lab.read("out/edl/ip.txt");
@@ -128,7 +135,10 @@ fn example_config_syncs_converges_removes_and_guards_mass_removal() {
         .collect();
     assert_eq!(patterns.len(), 16, "{patterns:?}");
     assert!(patterns.iter().any(|p| p.contains("file:hashes.'SHA-256'")));
-    assert!(!patterns.iter().any(|p| p.contains("45.155.205.233")), "a TLP:AMBER indicator reached the TLP:GREEN share");
+    assert!(
+        !patterns.iter().any(|p| p.contains("45.155.205.233")),
+        "a TLP:AMBER indicator reached the TLP:GREEN share"
+    );
 
     // Second run: nothing to do.
     let (code, second, stderr) = lab.run(&["sync"]);
@@ -143,7 +153,9 @@ fn example_config_syncs_converges_removes_and_guards_mass_removal() {
     assert_eq!(changes(&third, "firewall"), (0, 1));
     assert!(!lab.read("out/edl/ip.txt").contains("185.220.101.47"));
     let (_, audit, _) = lab.run(&["audit", "--limit", "200"]);
-    assert!(audit.as_array().unwrap().iter().any(|r| r["action"] == "remove" && r["item"] == "ipv4:185.220.101.47" && r["reason"] == "no longer in any source"));
+    assert!(audit.as_array().unwrap().iter().any(|r| r["action"] == "remove"
+        && r["item"] == "ipv4:185.220.101.47"
+        && r["reason"] == "no longer in any source"));
 
     // A missing source is an error for that source only; nothing it said is retired.
     std::fs::rename(lab.root.join("examples/feeds/misp"), lab.root.join("examples/feeds/misp-away")).unwrap();
@@ -178,7 +190,9 @@ fn example_config_syncs_converges_removes_and_guards_mass_removal() {
 #[test]
 fn a_config_error_names_the_key_and_exits_2() {
     let lab = Lab::new();
-    lab.edit("examples/tibridge.toml", |t| t.replace("max_cidr_prefix_v4 = 24", "max_cidr_prefix_v4 = 24\nmax_cidr_prefix = 16"));
+    lab.edit("examples/tibridge.toml", |t| {
+        t.replace("max_cidr_prefix_v4 = 24", "max_cidr_prefix_v4 = 24\nmax_cidr_prefix = 16")
+    });
     let (code, _, stderr) = lab.run(&["check"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("max_cidr_prefix") && stderr.contains("line"), "{stderr}");

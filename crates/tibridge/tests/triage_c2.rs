@@ -18,7 +18,11 @@ async fn tibridge(config: &Path, args: &[&str]) -> (i32, Value, String) {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    (output.status.code().unwrap_or(-1), serde_json::from_str(&stdout).unwrap_or(Value::Null), String::from_utf8_lossy(&output.stderr).to_string())
+    (
+        output.status.code().unwrap_or(-1),
+        serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
 }
 
 fn now() -> i64 {
@@ -37,7 +41,13 @@ fn triage_lab() -> LabConfig {
 }
 
 fn status_of(report: &Value, alert: &str) -> String {
-    report["alerts"].as_array().unwrap().iter().find(|a| a["alert_id"] == alert).map(|a| a["status"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+    report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["alert_id"] == alert)
+        .map(|a| a["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +61,13 @@ async fn every_branch_once_and_the_hunt_report_is_fresh_and_valid() {
 
     let (code, report, stderr) = tibridge(&path, &["triage", "--once"]).await;
     assert_eq!(code, 0, "{stderr}");
-    let expected = [("benign", "closed"), ("review", "review"), ("malicious and blocked", "blocked"), ("sandbox clean", "review"), ("URL offline", "blocked")];
+    let expected = [
+        ("benign", "closed"),
+        ("review", "review"),
+        ("malicious and blocked", "blocked"),
+        ("sandbox clean", "review"),
+        ("URL offline", "blocked"),
+    ];
     for (branch, status) in expected {
         let seeded = branches.iter().find(|b| b.branch == branch).unwrap();
         assert_eq!(status_of(&report, &seeded.detection_id), status, "branch {branch}: {report}");
@@ -59,7 +75,12 @@ async fn every_branch_once_and_the_hunt_report_is_fresh_and_valid() {
     let v1 = &lab.vision_one.as_ref().unwrap().state;
     let listed: HashSet<String> = v1.suspicious_objects().iter().map(|o| o.value.clone()).collect();
     assert!(listed.contains("gate.c2-example.com") && listed.contains("short.lived-example.info"), "{listed:?}");
-    assert!(!listed.iter().any(|v| v.contains("benign-example") || v.contains("maybe-example") || v.contains("disputed-example")), "{listed:?}");
+    assert!(
+        !listed
+            .iter()
+            .any(|v| v.contains("benign-example") || v.contains("maybe-example") || v.contains("disputed-example")),
+        "{listed:?}"
+    );
 
     // Each hunt uploaded a STIX report with fresh ids that the OASIS validator must accept.
     let reports = v1.reports();
@@ -68,7 +89,11 @@ async fn every_branch_once_and_the_hunt_report_is_fresh_and_valid() {
     for (i, stored) in reports.iter().enumerate() {
         let bundle = stored.bundle().unwrap();
         for object in bundle["objects"].as_array().unwrap() {
-            assert!(ids.insert(object["id"].as_str().unwrap().to_string()) || object["type"] == "identity", "id reused: {}", object["id"]);
+            assert!(
+                ids.insert(object["id"].as_str().unwrap().to_string()) || object["type"] == "identity",
+                "id reused: {}",
+                object["id"]
+            );
         }
         if let Ok(out) = std::env::var("TIBRIDGE_STIX_OUT_DIR") {
             std::fs::create_dir_all(&out).unwrap();
@@ -108,7 +133,10 @@ async fn an_enricher_down_sends_everything_to_review_and_blocks_nothing() {
     for alert in report["alerts"].as_array().unwrap() {
         assert_eq!(alert["status"], "review", "{alert}");
     }
-    assert!(lab.vision_one.as_ref().unwrap().state.suspicious_objects().is_empty(), "an error must never lead to a block");
+    assert!(
+        lab.vision_one.as_ref().unwrap().state.suspicious_objects().is_empty(),
+        "an error must never lead to a block"
+    );
     assert!(lab.vision_one.as_ref().unwrap().state.sweeps().is_empty());
     lab.shutdown().await;
 }
