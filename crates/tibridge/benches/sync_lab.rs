@@ -30,6 +30,9 @@ async fn run() {
     let lab = Lab::start(config.clone()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let options = LabConfigOptions {
+        // Apex Central's list holds 10,000 objects (the lab's default): a configured sink says so,
+        // and tibridge keeps the best 10,000 instead of knocking on a full list every run.
+        apex_extra: "capacity = 10000".into(),
         // Rate limits lifted on our side too, so the figure is tibridge's own cost.
         deep_security_extra: "[sink.http]\nrate_limit_per_minute = 1000000".into(),
         ..LabConfigOptions::default()
