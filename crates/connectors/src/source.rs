@@ -43,3 +43,21 @@ pub trait Source: Send + Sync {
     /// `cursor` is what the previous read returned as `next_cursor`.
     async fn read(&self, cursor: Option<String>, out: ObservationBatches) -> Result<ReadSummary, SourceError>;
 }
+
+/// Reads a source completely into memory: for tests and small sources. The engine streams
+/// instead, so a large source never has to fit in memory.
+pub async fn read_to_end(
+    source: &dyn Source,
+    cursor: Option<String>,
+) -> (Result<ReadSummary, SourceError>, Vec<Observation>) {
+    let (sender, mut receiver) = mpsc::channel::<Vec<Observation>>(4);
+    let collect = async {
+        let mut all = Vec::new();
+        while let Some(batch) = receiver.recv().await {
+            all.extend(batch);
+        }
+        all
+    };
+    let (summary, observations) = tokio::join!(source.read(cursor, sender), collect);
+    (summary, observations)
+}

@@ -11,23 +11,19 @@ pub fn now() -> i64 {
 /// STIX 2.1 timestamp with exactly millisecond precision and a literal `Z` (contract B.3):
 /// `2024-01-15T10:00:00.000Z`.
 pub fn stix_millis(unix_seconds: i64) -> String {
-    let t = to_datetime(unix_seconds);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    format!("{}.000Z", utc_seconds(unix_seconds))
 }
 
 /// ISO 8601 UTC to the second, `2024-01-15T10:00:00Z` (Vision One, logs).
 pub fn iso_seconds(unix_seconds: i64) -> String {
+    format!("{}Z", utc_seconds(unix_seconds))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` in UTC, the part every form above shares.
+fn utc_seconds(unix_seconds: i64) -> String {
     let t = to_datetime(unix_seconds);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         t.year(),
         u8::from(t.month()),
         t.day(),

@@ -361,9 +361,11 @@ impl Config {
                     anchor_http(&mut settings.http, &resolve);
                     SinkKind::VisionOne(Box::new(settings))
                 }
-                other => return Err(at(format!(
+                other => {
+                    return Err(at(format!(
                     "unknown sink kind {other:?} (expected edl, stix_file, apex_central, deep_security or vision_one)"
-                ))),
+                )))
+                }
             };
             let (policy, max_removal_ratio) = build_policy(&id, raw_policy, &kind).map_err(at)?;
             sinks.push(SinkConfig { id, policy, max_removal_ratio, kind });

@@ -45,12 +45,7 @@ async fn run() {
     let started = Instant::now();
     let report = sync(&path).await;
     let seconds = started.elapsed().as_secs_f64();
-    let changed: u64 = report["applied"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["added"].as_u64().unwrap() + a["removed"].as_u64().unwrap())
-        .sum();
+    let changed = changed_items(&report);
     let calls = apex.request_count() + ds.request_count();
     println!("first sync of {attributes} MISP attributes: {seconds:.1} s wall, {changed} entries added");
     println!(
@@ -66,16 +61,21 @@ async fn run() {
     let started = Instant::now();
     let report = sync(&path).await;
     let seconds = started.elapsed().as_secs_f64();
-    let changed: u64 = report["applied"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["added"].as_u64().unwrap() + a["removed"].as_u64().unwrap())
-        .sum();
+    let changed = changed_items(&report);
     let writes = (apex.request_count() - apex_before) + (ds.request_count() - ds_before);
     println!("second sync, nothing changed: {seconds:.1} s wall, {changed} changes, {writes} calls to the sinks");
     assert_eq!(writes, 0, "a sync with no change must make no call to the sinks");
     lab.shutdown().await;
+}
+
+/// Entries added and removed over every sink.
+fn changed_items(report: &serde_json::Value) -> u64 {
+    report["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["added"].as_u64().unwrap() + a["removed"].as_u64().unwrap())
+        .sum()
 }
 
 async fn sync(config: &std::path::Path) -> serde_json::Value {

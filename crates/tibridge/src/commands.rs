@@ -412,23 +412,28 @@ async fn export(engine: &Engine, format: ExportFormat, sink: Option<String>) -> 
     Ok(exit::OK)
 }
 
-async fn triage(engine: &Engine, command: TriageCommand, json: bool) -> Result<u8, Failure> {
-    if let TriageCommand::Cases { id, limit } = command {
-        return run_cases(&engine.store, id, limit, json).await;
-    }
+/// The triage playbook from the config's `[triage]` section and the engine's store and filters.
+pub(crate) fn build_playbook(engine: &Engine) -> Result<tibridge_engine::triage::Playbook, Failure> {
     let Some(settings) = &engine.config.triage else {
         return Err(Failure {
             code: exit::CONFIG,
             error: anyhow::anyhow!("{} has no [triage] section", engine.config.path.display()),
         });
     };
-    let mut playbook = tibridge_engine::triage::build(
+    tibridge_engine::triage::build(
         engine.store.clone(),
         settings.policy.clone(),
         &settings.connectors,
         engine.filters.clone(),
     )
-    .map_err(|e| Failure { code: exit::CONFIG, error: e.into() })?;
+    .map_err(|e| Failure { code: exit::CONFIG, error: e.into() })
+}
+
+async fn triage(engine: &Engine, command: TriageCommand, json: bool) -> Result<u8, Failure> {
+    if let TriageCommand::Cases { id, limit } = command {
+        return run_cases(&engine.store, id, limit, json).await;
+    }
+    let mut playbook = build_playbook(engine)?;
     match command {
         TriageCommand::Triage { once, dry_run } => run_triage(&mut playbook, once, dry_run, json).await,
         TriageCommand::Review { action } => run_review(&playbook, action, json).await,

@@ -104,26 +104,19 @@ async fn demo_steps(lab: &Lab, lab_config: &LabConfig, dir: &Path, json: bool) -
     for b in &branches {
         say(format!("   {:<22} {}", b.branch, b.url));
     }
-    let triage = match &engine.config.triage {
-        Some(settings) => {
-            let mut playbook = tibridge_engine::triage::build(
-                engine.store.clone(),
-                settings.policy.clone(),
-                &settings.connectors,
-                engine.filters.clone(),
-            )
-            .map_err(|e| Failure { code: exit::CONFIG, error: e.into() })?;
-            if json {
-                let report = playbook.run_once(tibridge_core::timestamp::now()).await.map_err(anyhow::Error::from)?;
-                serde_json::to_value(&report).unwrap_or_default()
-            } else {
-                crate::triage_commands::run_triage(&mut playbook, true, false, false).await?;
-                println!("\n== the cases, each with its evidence (tibridge cases ID shows one):");
-                crate::triage_commands::run_cases(&engine.store, None, 20, false).await?;
-                serde_json::Value::Null
-            }
+    let triage = if engine.config.triage.is_some() {
+        let mut playbook = crate::commands::build_playbook(&engine)?;
+        if json {
+            let report = playbook.run_once(tibridge_core::timestamp::now()).await.map_err(anyhow::Error::from)?;
+            serde_json::to_value(&report).unwrap_or_default()
+        } else {
+            crate::triage_commands::run_triage(&mut playbook, true, false, false).await?;
+            println!("\n== the cases, each with its evidence (tibridge cases ID shows one):");
+            crate::triage_commands::run_cases(&engine.store, None, 20, false).await?;
+            serde_json::Value::Null
         }
-        None => serde_json::Value::Null,
+    } else {
+        serde_json::Value::Null
     };
     say(format!("== every change is in the audit log: tibridge --config {} audit", config_path.display()));
     if json {

@@ -3,6 +3,9 @@
 //! and a broken MISP. The lab runs in this test process so the test can change and inspect
 //! the simulators while the binary talks to them over loopback.
 
+mod common;
+use common::tibridge;
+
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -23,20 +26,6 @@ async fn setup(events: usize, per_event: usize, options: LabConfigOptions) -> Se
     let dir = tempfile::tempdir().unwrap();
     let path = write_sync_config(&lab, &config, dir.path(), &options).unwrap();
     Setup { lab, _dir: dir, config: path }
-}
-
-async fn tibridge(config: &Path, args: &[&str]) -> (i32, Value, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tibridge"))
-        .arg("--config")
-        .arg(config)
-        .arg("--json")
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    (output.status.code().unwrap_or(-1), serde_json::from_str(&stdout).unwrap_or(Value::Null), stderr)
 }
 
 fn plan_of<'a>(report: &'a Value, sink: &str) -> &'a Value {

@@ -1,29 +1,15 @@
 //! End to end: `tibridge triage` (the real binary) against the lab Vision One, VirusTotal and
 //! Intezer, one seeded detection per playbook branch.
 
+mod common;
+use common::tibridge;
+
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
 use tibridge_lab::scenarios::seed_triage_branches;
 use tibridge_lab::tibridge_config::{write_sync_config, LabConfigOptions};
 use tibridge_lab::{FaultConfig, Lab, LabConfig};
-
-async fn tibridge(config: &Path, args: &[&str]) -> (i32, Value, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tibridge"))
-        .arg("--config")
-        .arg(config)
-        .arg("--json")
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    (
-        output.status.code().unwrap_or(-1),
-        serde_json::from_str(&stdout).unwrap_or(Value::Null),
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
-}
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

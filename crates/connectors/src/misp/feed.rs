@@ -303,7 +303,6 @@ mod tests {
     use tibridge_core::Observation;
     use tibridge_lab::misp::{generate_dataset, MispState};
     use tibridge_lab::{FaultConfig, FaultHandle};
-    use tokio::sync::mpsc;
 
     #[test]
     fn cursors_keep_etags_with_colons() {
@@ -318,16 +317,7 @@ mod tests {
         source: &MispFeedSource,
         cursor: Option<String>,
     ) -> (Result<ReadSummary, SourceError>, Vec<Observation>) {
-        let (tx, mut rx) = mpsc::channel(4);
-        let collect = tokio::spawn(async move {
-            let mut all = Vec::new();
-            while let Some(batch) = rx.recv().await {
-                all.extend(batch);
-            }
-            all
-        });
-        let summary = source.read(cursor, tx).await;
-        (summary, collect.await.unwrap_or_default())
+        crate::source::read_to_end(source, cursor).await
     }
 
     #[tokio::test]

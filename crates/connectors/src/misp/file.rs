@@ -163,17 +163,7 @@ mod tests {
 
     async fn read_all(path: PathBuf) -> (Result<ReadSummary, SourceError>, Vec<Observation>) {
         let source = MispFileSource::new("misp-test".into(), path);
-        let (tx, mut rx) = mpsc::channel(4);
-        let collect = tokio::spawn(async move {
-            let mut all = Vec::new();
-            while let Some(batch) = rx.recv().await {
-                all.extend(batch);
-            }
-            all
-        });
-        let summary = source.read(None, tx).await;
-        let observations = collect.await.unwrap_or_default();
-        (summary, observations)
+        crate::source::read_to_end(&source, None).await
     }
 
     fn by_ref<'a>(obs: &'a [Observation], source_ref: &str) -> Vec<&'a Observation> {

@@ -394,7 +394,6 @@ mod tests {
     use tibridge_core::Observation;
     use tibridge_lab::misp::{generate_dataset, MispState};
     use tibridge_lab::{FaultConfig, FaultHandle};
-    use tokio::sync::mpsc;
 
     const KEY: &str = "lab-misp-key-00000000000000000000000000";
 
@@ -424,16 +423,7 @@ mod tests {
     }
 
     async fn read(source: &MispSource, cursor: Option<String>) -> (Result<ReadSummary, SourceError>, Vec<Observation>) {
-        let (tx, mut rx) = mpsc::channel(4);
-        let collect = tokio::spawn(async move {
-            let mut all = Vec::new();
-            while let Some(batch) = rx.recv().await {
-                all.extend(batch);
-            }
-            all
-        });
-        let summary = source.read(cursor, tx).await;
-        (summary, collect.await.unwrap_or_default())
+        crate::source::read_to_end(source, cursor).await
     }
 
     #[tokio::test]
