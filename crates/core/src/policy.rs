@@ -167,7 +167,10 @@ impl fmt::Display for FilterReason {
 pub struct DesiredState {
     /// What the sink should hold, best first.
     pub entries: Vec<DesiredEntry>,
+    /// Indicators of a kind the sink takes that a rule kept out, with the rule.
     pub filtered: Vec<(Indicator, FilterReason)>,
+    /// Indicators of kinds the sink does not take (counted only).
+    pub not_routed: u64,
 }
 
 impl DesiredState {
@@ -320,22 +323,52 @@ pub fn desired_state<'a>(
     filters: &Filters,
     now: i64,
 ) -> DesiredState {
-    let mut state = DesiredState::default();
+    let mut builder = DesiredStateBuilder::new(policy, filters, now);
     for (indicator, observations) in catalog {
-        match evaluate(indicator, observations, policy, filters, now) {
-            Ok(entry) => state.entries.push(entry),
-            Err(reason) => state.filtered.push((indicator.clone(), reason)),
+        builder.push(indicator, observations);
+    }
+    builder.finish()
+}
+
+/// Builds a desired state one catalog indicator at a time, so the engine can evaluate every
+/// sink while the catalog streams past once instead of holding it all in memory.
+///
+/// Indicators of a kind the sink does not take are counted, not kept: at a million indicators
+/// and several sinks, keeping a `NotRouted` reason for each would cost more than the catalog.
+pub struct DesiredStateBuilder<'p> {
+    policy: &'p SinkPolicy,
+    filters: &'p Filters,
+    now: i64,
+    state: DesiredState,
+    not_routed: u64,
+}
+
+impl<'p> DesiredStateBuilder<'p> {
+    pub fn new(policy: &'p SinkPolicy, filters: &'p Filters, now: i64) -> Self {
+        DesiredStateBuilder { policy, filters, now, state: DesiredState::default(), not_routed: 0 }
+    }
+
+    pub fn push(&mut self, indicator: &Indicator, observations: &[Observation]) {
+        match evaluate(indicator, observations, self.policy, self.filters, self.now) {
+            Ok(entry) => self.state.entries.push(entry),
+            Err(FilterReason::NotRouted { .. }) => self.not_routed += 1,
+            Err(reason) => self.state.filtered.push((indicator.clone(), reason)),
         }
     }
-    rank(&mut state.entries);
-    if let Some(capacity) = policy.capacity {
-        if state.entries.len() > capacity {
-            for entry in state.entries.drain(capacity..) {
-                state.filtered.push((entry.indicator, FilterReason::OverCapacity { capacity }));
+
+    /// Ranks the entries and applies the capacity.
+    pub fn finish(mut self) -> DesiredState {
+        rank(&mut self.state.entries);
+        if let Some(capacity) = self.policy.capacity {
+            if self.state.entries.len() > capacity {
+                for entry in self.state.entries.drain(capacity..) {
+                    self.state.filtered.push((entry.indicator, FilterReason::OverCapacity { capacity }));
+                }
             }
         }
+        self.state.not_routed = self.not_routed;
+        self.state
     }
-    state
 }
 
 /// Best first: highest confidence, then most recent, then a stable order.

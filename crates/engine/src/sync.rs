@@ -7,7 +7,7 @@
 
 use crate::config::{Config, SinkConfig, SinkKind, SourceConfig, SourceKind};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use tibridge_connectors::apex_central::ApexCentralSink;
 use tibridge_connectors::deep_security::DeepSecuritySink;
@@ -20,7 +20,7 @@ use tibridge_connectors::{ItemOutcome, Sink, SinkStyle, Source, SourceError};
 use tibridge_core::filters::allowlist::Allowlist;
 use tibridge_core::filters::warninglist::{Warninglist, WarninglistSet};
 use tibridge_core::plan::{plan, GuardrailRefusal, LedgerEntry, Plan};
-use tibridge_core::policy::{desired_state, DesiredState, FilterReason, Filters};
+use tibridge_core::policy::{DesiredState, DesiredStateBuilder, FilterReason, Filters};
 use tibridge_core::{Indicator, Observation};
 use tibridge_store::{AuditRecord, ReadOutcome, Store, StoreError, SyncRunRecord, WriteStats};
 use tokio::sync::mpsc;
@@ -217,27 +217,31 @@ impl Engine {
 
     /// Computes every sink's desired state and plan from the catalog as it is now.
     pub async fn plan(&self) -> Result<Vec<SinkPlan>, EngineError> {
-        let catalog = self.store.catalog().await?;
         let now = tibridge_core::timestamp::now();
-        // The catalog is read once and evaluated for every sink.
+        // The catalog streams past once and every sink evaluates each indicator as it goes,
+        // so planning never holds the whole catalog in memory.
+        let mut builders: Vec<DesiredStateBuilder> =
+            self.sinks.iter().map(|r| DesiredStateBuilder::new(&r.config.policy, &self.filters, now)).collect();
+        self.store
+            .catalog_each(|item| {
+                for builder in &mut builders {
+                    builder.push(&item.indicator, &item.observations);
+                }
+            })
+            .await?;
         let mut plans = Vec::with_capacity(self.sinks.len());
-        for runtime in &self.sinks {
-            let desired = desired_state(
-                catalog.iter().map(|c| (&c.indicator, c.observations.as_slice())),
-                &runtime.config.policy,
-                &self.filters,
-                now,
-            );
+        for (runtime, builder) in self.sinks.iter().zip(builders) {
+            let desired = builder.finish();
             let ledger = self.store.ledger(&runtime.config.id).await?;
             let plan = plan(&runtime.config.id, &desired.entries, &ledger, now);
             let refusal = plan.check_removal_guardrail(runtime.config.max_removal_ratio).err();
             let mut filtered_by_rule = BTreeMap::new();
             for (_, reason) in &desired.filtered {
-                if !matches!(reason, FilterReason::NotRouted { .. }) {
-                    *filtered_by_rule.entry(rule_name(reason)).or_insert(0) += 1;
-                }
+                *filtered_by_rule.entry(rule_name(reason)).or_insert(0) += 1;
             }
-            let reasons = desired.filtered.iter().cloned().collect();
+            // Only the reasons of what is being removed are worth keeping, for the audit log.
+            let removing: HashSet<&Indicator> = plan.removals.iter().map(|e| &e.indicator).collect();
+            let reasons = desired.filtered.iter().filter(|(i, _)| removing.contains(i)).cloned().collect();
             plans.push(SinkPlan {
                 sink_id: runtime.config.id.clone(),
                 sink_kind: runtime.config.kind.name(),

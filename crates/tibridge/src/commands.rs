@@ -192,7 +192,7 @@ async fn sync(engine: &Engine, json: bool, dry_run: bool, force: bool) -> Result
     // A source that could not be read, or a sink that did not take everything, is a
     // failure worth an alert from cron, even though everything else was applied.
     let failed = reports.iter().any(|r| r.error.is_some())
-        || applied.iter().any(|r| r.outcome.starts_with("failed") || r.outcome.starts_with("incomplete"));
+        || applied.iter().any(|r| !r.failed.is_empty());
     if json {
         print_json(
             &json!({ "sources": reports, "plans": plans_json(&plans), "applied": applied, "dry_run": dry_run }),
@@ -365,13 +365,16 @@ async fn export(engine: &Engine, format: ExportFormat, sink: Option<String>) -> 
             everything.max_tlp = None;
             everything.require_to_ids = false;
             let now = now();
+            let mut entries = Vec::new();
             engine
                 .store
-                .catalog()
-                .await?
-                .iter()
-                .filter_map(|c| evaluate(&c.indicator, &c.observations, &everything, &engine.filters, now).ok())
-                .collect()
+                .catalog_each(|c| {
+                    if let Ok(entry) = evaluate(&c.indicator, &c.observations, &everything, &engine.filters, now) {
+                        entries.push(entry);
+                    }
+                })
+                .await?;
+            entries
         }
     };
     let mut out = std::io::stdout().lock();
