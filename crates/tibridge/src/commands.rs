@@ -50,7 +50,9 @@ pub(crate) fn print_json_value(value: &serde_json::Value) -> Result<(), Failure>
     print_json(value)
 }
 
-fn print_json(value: &serde_json::Value) -> Result<(), Failure> {
+/// Writes straight to standard output: a plan of a million entries never becomes a JSON tree
+/// in memory first.
+fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
@@ -157,8 +159,15 @@ pub(crate) fn print_plans(plans: &[SinkPlan]) {
     }
 }
 
-fn plans_json(plans: &[SinkPlan]) -> serde_json::Value {
-    serde_json::to_value(plans).unwrap_or_default()
+/// What `plan` and `sync` print with `--json`.
+#[derive(serde::Serialize)]
+struct RunOutput<'a> {
+    sources: &'a [SourceReport],
+    plans: &'a [SinkPlan],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied: Option<&'a [ApplyReport]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
 }
 
 async fn collect(engine: &Engine, json: bool) -> Result<u8, Failure> {
@@ -176,7 +185,7 @@ async fn plan(engine: &Engine, json: bool) -> Result<u8, Failure> {
     let (reports, plans) = collect_and_plan(engine, &bars).await?;
     let refused = plans.iter().any(|p| p.refusal.is_some());
     if json {
-        print_json(&json!({ "sources": reports, "plans": plans_json(&plans) }))?;
+        print_json(&RunOutput { sources: &reports, plans: &plans, applied: None, dry_run: None })?;
     } else {
         print_sources(&reports);
         print_plans(&plans);
@@ -191,12 +200,9 @@ async fn sync(engine: &Engine, json: bool, dry_run: bool, force: bool) -> Result
     let refused = !force && !dry_run && plans.iter().any(|p| p.refusal.is_some());
     // A source that could not be read, or a sink that did not take everything, is a
     // failure worth an alert from cron, even though everything else was applied.
-    let failed = reports.iter().any(|r| r.error.is_some())
-        || applied.iter().any(|r| !r.failed.is_empty());
+    let failed = reports.iter().any(|r| r.error.is_some()) || applied.iter().any(|r| !r.failed.is_empty());
     if json {
-        print_json(
-            &json!({ "sources": reports, "plans": plans_json(&plans), "applied": applied, "dry_run": dry_run }),
-        )?;
+        print_json(&RunOutput { sources: &reports, plans: &plans, applied: Some(&applied), dry_run: Some(dry_run) })?;
     } else {
         print_sources(&reports);
         print_plans(&plans);
