@@ -86,7 +86,7 @@ impl Plan {
 pub fn plan(sink_id: &str, desired: &[DesiredEntry], ledger: &[LedgerEntry], now: i64) -> Plan {
     let wanted: HashSet<&Indicator> = desired.iter().map(|e| &e.indicator).collect();
     let present: HashMap<&Indicator, &LedgerEntry> =
-        ledger.iter().filter(|e| e.expires_at.map_or(true, |at| at > now)).map(|e| (&e.indicator, e)).collect();
+        ledger.iter().filter(|e| !matches!(e.expires_at, Some(at) if at <= now)).map(|e| (&e.indicator, e)).collect();
     let additions: Vec<DesiredEntry> =
         desired.iter().filter(|e| !present.contains_key(&e.indicator)).cloned().collect();
     let removals: Vec<LedgerEntry> = ledger.iter().filter(|e| !wanted.contains(&e.indicator)).cloned().collect();

@@ -220,7 +220,7 @@ pub fn evaluate(
     }
     let confidence = usable.iter().filter_map(|o| o.confidence).max();
     if let Some(min) = policy.min_confidence {
-        if confidence.map_or(true, |c| c < min) {
+        if !matches!(confidence, Some(c) if c >= min) {
             return Err(FilterReason::BelowConfidence { confidence, min });
         }
     }

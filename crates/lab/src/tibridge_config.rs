@@ -8,7 +8,7 @@ use crate::{Lab, LabConfig};
 use std::path::Path;
 
 /// Which parts of the lab the generated config uses.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LabConfigOptions {
     /// A directory of MISP warninglists, if any.
     pub warninglists: Option<std::path::PathBuf>,
@@ -20,18 +20,6 @@ pub struct LabConfigOptions {
     pub misp_extra: String,
     /// Extra TOML appended to the `[triage]` section.
     pub triage_extra: String,
-}
-
-impl Default for LabConfigOptions {
-    fn default() -> Self {
-        LabConfigOptions {
-            warninglists: None,
-            apex_extra: String::new(),
-            deep_security_extra: String::new(),
-            misp_extra: String::new(),
-            triage_extra: String::new(),
-        }
-    }
 }
 
 /// Writes `<dir>/secrets/*` (keys taken from `config`, the one the lab was started with)

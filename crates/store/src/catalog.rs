@@ -138,7 +138,7 @@ impl Store {
             source_id: source_id.to_string(),
             read_id,
             stats: WriteStats::default(),
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             seen_key: std::collections::hash_map::RandomState::new(),
             fresh_source: fresh,
             staged: 0,

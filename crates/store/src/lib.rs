@@ -148,7 +148,7 @@ pub struct SourceRead {
     /// Keyed hash of each observation key written during this read (see the crate docs),
     /// with the content hash it was last written with, whose lowest bit is replaced by the
     /// deleted flag (see `seen_value`).
-    seen: HashMap<u64, i64>,
+    seen: HashMap<u64, i64, SeenHash>,
     /// Per-read random key for `seen`, so no input can be crafted to collide on purpose.
     seen_key: std::collections::hash_map::RandomState,
     /// The source had no stored observation when the read began: every key this read
@@ -160,6 +160,31 @@ pub struct SourceRead {
     /// after the merge all of them are active, so when the source has exactly this many
     /// active observations there is nothing to retire and the key scan is skipped.
     active_seen: u64,
+}
+
+/// The keys of `SourceRead::seen` are already keyed SipHash values (see `key_hash`), so the
+/// map uses them as they are instead of hashing every key a second time.
+type SeenHash = std::hash::BuildHasherDefault<PrehashedKey>;
+
+/// A `Hasher` for keys that are themselves uniformly spread 64-bit hashes.
+#[derive(Default)]
+struct PrehashedKey(u64);
+
+impl std::hash::Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+
+    /// Only `u64` keys reach this map; any other input is folded in so it still hashes.
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
 }
 
 impl SourceRead {

@@ -136,6 +136,8 @@ fn run_pinned(config: &Path) -> (f64, i64) {
     };
     command.arg("--config").arg(config).arg("--json").arg("collect").stdout(std::process::Stdio::null());
     let started = Instant::now();
+    // Reaped below with wait4, which std does not know about.
+    #[allow(clippy::zombie_processes)]
     let child = command.spawn().expect("start tibridge");
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

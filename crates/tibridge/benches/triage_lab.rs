@@ -95,6 +95,8 @@ async fn run() {
 /// Runs `tibridge triage --once` and returns its JSON report and CPU seconds (user + system).
 fn triage_once(config: &Path) -> (serde_json::Value, f64) {
     use std::io::Read;
+    // Reaped below with wait4, which std does not know about.
+    #[allow(clippy::zombie_processes)]
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tibridge"))
         .arg("--config")
         .arg(config)
