@@ -233,9 +233,21 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
+/// Largest request body read (the real API takes files elsewhere; JSON here is small).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Counts the request and reads its whole body before anything answers. intezer-sdk sends a
+/// JSON body on every GET (contract B.6); a handler or the token check answering without
+/// reading it makes hyper close the connection, and the SDK's next pooled request then fails
+/// with "Remote end closed connection without response".
 async fn count(State(state): State<Arc<IntezerState>>, req: Request, next: Next) -> Response {
     state.served.fetch_add(1, Ordering::Relaxed);
-    next.run(req).await
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => bytes,
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "Request too large"),
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 fn now_secs() -> f64 {
