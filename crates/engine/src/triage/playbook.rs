@@ -419,36 +419,53 @@ impl Playbook {
         now: i64,
         report: &mut TriageReport,
     ) -> Result<(Result<Reputation, EnrichError>, bool), TriageError> {
-        let provider = self.reputation.provider();
-        if let Some(hit) = self.store.cache_get(provider, indicator, now).await? {
-            if let Ok(reputation) = serde_json::from_str::<Reputation>(&hit.body) {
-                report.reputation_cache_hits += 1;
-                return Ok((Ok(reputation), true));
-            }
+        let looked_up =
+            self.cached(self.reputation.provider(), indicator, now, || self.reputation.reputation(indicator)).await?;
+        if looked_up.1 {
+            report.reputation_cache_hits += 1;
+        } else {
+            report.reputation_lookups += 1;
         }
-        report.reputation_lookups += 1;
-        let answer = self.reputation.reputation(indicator).await;
-        if let Ok(reputation) = &answer {
-            self.cache(provider, indicator, reputation, now).await?;
-        }
-        Ok((answer, false))
+        Ok(looked_up)
     }
 
+    /// The sandbox's verdict, from the cache when fresh, like [`Self::reputation_of`].
     async fn sandbox_of(
         &self,
         indicator: &Indicator,
         now: i64,
         report: &mut TriageReport,
     ) -> Result<(Result<SandboxReport, EnrichError>, bool), TriageError> {
-        let provider = self.sandbox.provider();
+        let looked_up =
+            self.cached(self.sandbox.provider(), indicator, now, || self.sandbox.analyze(indicator)).await?;
+        if looked_up.1 {
+            report.sandbox_cache_hits += 1;
+        } else {
+            report.sandbox_submissions += 1;
+        }
+        Ok(looked_up)
+    }
+
+    /// A fresh cached answer of `provider` for `indicator`, or `ask` it and cache a success.
+    /// The flag says whether the answer came from the cache. Errors are never cached.
+    async fn cached<T, F, Fut>(
+        &self,
+        provider: &str,
+        indicator: &Indicator,
+        now: i64,
+        ask: F,
+    ) -> Result<(Result<T, EnrichError>, bool), TriageError>
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, EnrichError>>,
+    {
         if let Some(hit) = self.store.cache_get(provider, indicator, now).await? {
-            if let Ok(answer) = serde_json::from_str::<SandboxReport>(&hit.body) {
-                report.sandbox_cache_hits += 1;
+            if let Ok(answer) = serde_json::from_str::<T>(&hit.body) {
                 return Ok((Ok(answer), true));
             }
         }
-        report.sandbox_submissions += 1;
-        let answer = self.sandbox.analyze(indicator).await;
+        let answer = ask().await;
         if let Ok(found) = &answer {
             self.cache(provider, indicator, found, now).await?;
         }
