@@ -189,7 +189,7 @@ impl Source for MispFeedSource {
     async fn read(&self, cursor: Option<String>, out: ObservationBatches) -> Result<ReadSummary, SourceError> {
         let started = tibridge_core::timestamp::now();
         let previous = cursor.as_deref().and_then(FeedCursor::parse);
-        let full = full_read_due(previous.as_ref(), started, self.full_read_every);
+        let full = super::full_read_due(previous.as_ref().map(|c| c.full_read_at), started, self.full_read_every);
         let etag = if full { None } else { previous.as_ref().and_then(|c| c.etag.clone()) };
 
         let manifest = self
@@ -284,14 +284,6 @@ impl Source for MispFeedSource {
             etag: if all_fetched { new_etag } else { None },
         };
         Ok(ReadSummary { complete: full && all_fetched, items_read, skipped, next_cursor: Some(next.render()) })
-    }
-}
-
-/// Whether a full read is due: no usable cursor, or the last full read is old enough.
-fn full_read_due(previous: Option<&FeedCursor>, now: i64, every: i64) -> bool {
-    match previous {
-        None => true,
-        Some(c) => now.saturating_sub(c.full_read_at) >= every,
     }
 }
 

@@ -21,3 +21,10 @@ pub use file::MispFileSource;
 pub use filter::AttributeFilter;
 pub use model::{parse_document, Attribute, Event, EventWrapper, Item, ManifestEntry, MispObject, Tag};
 pub use rest::{MispCursor, MispRestConfig, MispSource};
+
+/// Whether an incremental source (REST or feed) is due a full read: it has no usable cursor,
+/// or its last full read (Unix seconds) is at least `every` seconds old. Only a full read can
+/// catch hard deletes, so both sources reconcile on the same rule.
+pub(crate) fn full_read_due(last_full_read: Option<i64>, now: i64, every: i64) -> bool {
+    !matches!(last_full_read, Some(at) if now.saturating_sub(at) < every)
+}

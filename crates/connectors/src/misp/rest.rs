@@ -292,7 +292,7 @@ impl Source for MispSource {
     async fn read(&self, cursor: Option<String>, out: ObservationBatches) -> Result<ReadSummary, SourceError> {
         let started = tibridge_core::timestamp::now();
         let previous = cursor.as_deref().and_then(MispCursor::parse);
-        let full = full_read_due(previous, started, self.full_read_every);
+        let full = super::full_read_due(previous.map(|c| c.full_read_at), started, self.full_read_every);
         let since = if full { None } else { previous.map(|c| c.timestamp) };
 
         let mut collector = Collector::new(&self.id, out);
@@ -343,14 +343,6 @@ impl Source for MispSource {
     }
 }
 
-/// Whether a full read is due: no usable cursor, or the last full read is old enough.
-fn full_read_due(previous: Option<MispCursor>, now: i64, every: i64) -> bool {
-    match previous {
-        None => true,
-        Some(c) => now.saturating_sub(c.full_read_at) >= every,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,9 +353,9 @@ mod tests {
         assert_eq!(MispCursor::parse(&c.render()), Some(c));
         assert_eq!(MispCursor::parse("v2:1:2"), None);
         assert_eq!(MispCursor::parse("v1:x:2"), None);
-        assert!(full_read_due(None, 10, 100));
-        assert!(!full_read_due(Some(c), 1_699_990_050, 100));
-        assert!(full_read_due(Some(c), 1_699_990_100, 100));
+        assert!(super::super::full_read_due(None, 10, 100));
+        assert!(!super::super::full_read_due(Some(c.full_read_at), 1_699_990_050, 100));
+        assert!(super::super::full_read_due(Some(c.full_read_at), 1_699_990_100, 100));
     }
 
     #[test]
